@@ -1,0 +1,50 @@
+"""Shared command-line plumbing for the top-level scripts (python-fire).
+
+`run(fn)` sets up logging on stderr, lets fire parse the flags, and turns a `UserError` into one line
+on stderr and exit code 2, Ctrl+C outside a training loop into exit code 130, with no traceback.
+This module imports no TensorFlow, so scripts that don't need it start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from .errors import UserError
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(fn: Callable, argv: list[str] | None = None) -> None:
+    """Run `fn` as a fire command line and exit with a code that scripts and shells can trust."""
+    import fire
+
+    setup_logging(verbose="--verbose" in (argv if argv is not None else sys.argv))
+    prog = os.path.basename(sys.argv[0]) or fn.__name__
+    try:
+        fire.Fire(fn, command=argv, name=prog)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error for the user.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)

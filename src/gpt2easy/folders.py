@@ -1,0 +1,50 @@
+"""Where things live: model folders (`src/models/NAME`) and run folders (`checkpoint/RUN`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_MODELS_DIR = "src/models"
+VOCAB_FILES = ("encoder.json", "vocab.bpe")
+# Old names of OpenAI's releases (renamed in August 2019 when the parameter counts were corrected).
+MODEL_ALIASES = {"117M": "124M", "345M": "355M"}
+
+
+def available_models(models_dir: str | Path) -> list[str]:
+    """Names of the folders under `models_dir` that hold an `hparams.json`."""
+    root = Path(models_dir).expanduser()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "hparams.json").is_file())
+
+
+def model_dir(models_dir: str | Path, model_name: str) -> Path:
+    """The folder of model `model_name`, checked to exist; the error lists what is there."""
+    root = Path(models_dir).expanduser()
+    candidates = [root / str(model_name)]
+    if str(model_name) in MODEL_ALIASES:
+        candidates.append(root / MODEL_ALIASES[str(model_name)])
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    have = available_models(root)
+    listing = f"available: {', '.join(have)}" if have else f"no models in {root}"
+    raise UserError(
+        f"model {model_name!r} not found in {root} ({listing}); "
+        f"get it with: python download_model.py {model_name}"
+    )
+
+
+def vocab_paths(folder: str | Path) -> tuple[Path, Path]:
+    """`encoder.json` and `vocab.bpe` of a model folder, checked to exist."""
+    folder = Path(folder)
+    paths = tuple(folder / name for name in VOCAB_FILES)
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(
+            f"{folder}: missing {' and '.join(missing)}; "
+            f"get the vocabulary with: python download_model.py 124M (same files for every size)"
+        )
+    return paths  # type: ignore[return-value]

@@ -1,0 +1,222 @@
+"""The GPT-2 graph in TensorFlow 2: pure functions over named weights, and one `tf.Module`.
+
+The math is OpenAI's (`src/model.py` of openai/gpt-2): pre-norm blocks, layer norm with epsilon 1e-5
+and biased variance, tanh GELU, a causal mask anchored at the bottom right so that queries also see
+cached keys, and output logits tied to the token embedding `model/wte`.
+
+Weights are a dict from OpenAI's checkpoint names (`model/h3/attn/c_attn/w`, shapes like
+`[1, n_embd, 3 * n_embd]`) to tensors, so reading or writing an OpenAI checkpoint is a dict copy.
+This module knows nothing of files or flags.
+
+Mixed precision: with `compute_dtype=tf.bfloat16` the matmuls run in bf16 while the residual stream,
+layer norms, softmax, logits and loss stay in float32 (the weights themselves stay float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from .hparams import HParams
+
+BLOCK_WEIGHTS = (
+    "ln_1/g", "ln_1/b", "attn/c_attn/w", "attn/c_attn/b", "attn/c_proj/w", "attn/c_proj/b",
+    "ln_2/g", "ln_2/b", "mlp/c_fc/w", "mlp/c_fc/b", "mlp/c_proj/w", "mlp/c_proj/b",
+)  # fmt: skip
+MASKED = -1e10  # what OpenAI's mask writes into masked attention scores
+
+
+def weight_shapes(hp: HParams) -> dict[str, tuple[int, ...]]:
+    """OpenAI's variable names and shapes for `hp`, in checkpoint order (148 for 124M)."""
+    e = hp.n_embd
+    per_block = {
+        "ln_1/g": (e,), "ln_1/b": (e,),
+        "attn/c_attn/w": (1, e, 3 * e), "attn/c_attn/b": (3 * e,),
+        "attn/c_proj/w": (1, e, e), "attn/c_proj/b": (e,),
+        "ln_2/g": (e,), "ln_2/b": (e,),
+        "mlp/c_fc/w": (1, e, 4 * e), "mlp/c_fc/b": (4 * e,),
+        "mlp/c_proj/w": (1, 4 * e, e), "mlp/c_proj/b": (e,),
+    }  # fmt: skip
+    shapes = {"model/wte": (hp.n_vocab, e), "model/wpe": (hp.n_ctx, e)}
+    for i in range(hp.n_layer):
+        shapes.update({f"model/h{i}/{k}": v for k, v in per_block.items()})
+    shapes["model/ln_f/g"] = (e,)
+    shapes["model/ln_f/b"] = (e,)
+    return shapes
+
+
+def initial_weights(hp: HParams, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fresh float32 weights: OpenAI's initialisers (N(0, 0.02) matrices, N(0, 0.01) positions,
+    zero biases, unit gains), with the GPT-2 paper's 1/sqrt(2 * n_layer) on residual projections."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in weight_shapes(hp).items():
+        leaf = name.rsplit("/", 1)[-1]
+        if leaf == "g":
+            value = np.ones(shape)
+        elif leaf == "b":
+            value = np.zeros(shape)
+        else:
+            std = 0.01 if name == "model/wpe" else 0.02
+            if name.endswith("c_proj/w"):
+                std /= math.sqrt(2 * hp.n_layer)
+            value = rng.normal(0.0, std, size=shape)
+        out[name] = value.astype(np.float32)
+    return out
+
+
+class GPT2(tf.Module):
+    """Owns the model's float32 `tf.Variable`s, named exactly as in OpenAI's checkpoints."""
+
+    def __init__(self, hp: HParams, weights: dict[str, np.ndarray] | None = None, seed: int = 0):
+        super().__init__(name="gpt2")
+        self.hparams = hp
+        values = weights if weights is not None else initial_weights(hp, seed)
+        self.weights = {
+            name: tf.Variable(values[name], name=name, dtype=tf.float32)
+            for name in weight_shapes(hp)
+        }
+
+    def params(self) -> dict[str, tf.Tensor]:
+        """The weights as a name -> tensor dict, the form the pure functions take."""
+        return dict(self.weights)
+
+    def assign(self, values: dict[str, np.ndarray]) -> None:
+        for name, var in self.weights.items():
+            var.assign(values[name])
+
+
+# --- the math --------------------------------------------------------------------------------
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    """GPT-2's tanh approximation of GELU."""
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
+
+
+def norm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, eps: float = 1e-5) -> tf.Tensor:
+    """Layer norm over the last axis, biased variance, in float32."""
+    mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(var + eps) * g + b
+
+
+def conv1d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """OpenAI's "conv1d": a dense layer with weight `[1, nx, nf]`; matmul in `dtype`, out float32."""
+    y = tf.matmul(tf.cast(x, dtype), tf.cast(w[0], dtype))
+    return tf.cast(y, tf.float32) + b
+
+
+def attention_mask(nd: int | tf.Tensor, ns: int | tf.Tensor) -> tf.Tensor:
+    """[nd, ns] booleans: query i sees key j iff j <= i + ns - nd (keys include the cached past)."""
+    i = tf.range(nd)[:, None]
+    j = tf.range(ns)[None, :]
+    return j <= i + (ns - nd)
+
+
+def split_heads(x: tf.Tensor, n_head: int) -> tf.Tensor:
+    """[batch, seq, n_embd] -> [batch, head, seq, head_dim]."""
+    b, t = tf.shape(x)[0], tf.shape(x)[1]
+    x = tf.reshape(x, [b, t, n_head, x.shape[-1] // n_head])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def merge_heads(x: tf.Tensor) -> tf.Tensor:
+    """[batch, head, seq, head_dim] -> [batch, seq, n_embd]."""
+    x = tf.transpose(x, [0, 2, 1, 3])
+    b, t = tf.shape(x)[0], tf.shape(x)[1]
+    return tf.reshape(x, [b, t, x.shape[-2] * x.shape[-1]])
+
+
+def attend(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Causal scaled dot-product attention, [batch, head, seq, head_dim] each; softmax in float32."""
+    scores = tf.matmul(tf.cast(q, dtype), tf.cast(k, dtype), transpose_b=True)
+    scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(q.shape[-1]))
+    mask = attention_mask(tf.shape(q)[2], tf.shape(k)[2])
+    probs = tf.nn.softmax(tf.where(mask, scores, MASKED), axis=-1)
+    return tf.cast(tf.matmul(tf.cast(probs, dtype), tf.cast(v, dtype)), tf.float32)
+
+
+def block(x, w, hp: HParams, past=None, dtype=tf.float32):
+    """One transformer block. `w` maps the names of `BLOCK_WEIGHTS` to tensors.
+
+    `past` is this layer's cache `[batch, 2, head, past_seq, head_dim]` (keys, values) or None.
+    Returns the new residual stream and `present`, the keys and values of the new positions only.
+    """
+    h = norm(x, w["ln_1/g"], w["ln_1/b"])
+    qkv = conv1d(h, w["attn/c_attn/w"], w["attn/c_attn/b"], dtype)
+    q, k, v = (split_heads(t, hp.n_head) for t in tf.split(qkv, 3, axis=-1))
+    present = tf.stack([k, v], axis=1)
+    if past is not None:
+        k = tf.concat([past[:, 0], k], axis=-2)
+        v = tf.concat([past[:, 1], v], axis=-2)
+    a = merge_heads(attend(q, k, v, dtype))
+    x = x + conv1d(a, w["attn/c_proj/w"], w["attn/c_proj/b"], dtype)
+    h = norm(x, w["ln_2/g"], w["ln_2/b"])
+    h = gelu(conv1d(h, w["mlp/c_fc/w"], w["mlp/c_fc/b"], dtype))
+    x = x + conv1d(h, w["mlp/c_proj/w"], w["mlp/c_proj/b"], dtype)
+    return x, present
+
+
+def block_weights(params: dict, i: int) -> dict:
+    return {k: params[f"model/h{i}/{k}"] for k in BLOCK_WEIGHTS}
+
+
+def embed(params: dict, tokens: tf.Tensor, start: int | tf.Tensor = 0) -> tf.Tensor:
+    """Token plus position embeddings for `tokens` [batch, seq] placed at positions start, ..."""
+    positions = start + tf.range(tf.shape(tokens)[1])
+    return tf.gather(params["model/wte"], tokens) + tf.gather(params["model/wpe"], positions)[None]
+
+
+def head(params: dict, x: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+    """Final layer norm and the tied output projection: [batch, seq, n_embd] -> float32 logits."""
+    h = norm(x, params["model/ln_f/g"], params["model/ln_f/b"])
+    logits = tf.matmul(tf.cast(h, dtype), tf.cast(params["model/wte"], dtype), transpose_b=True)
+    return tf.cast(logits, tf.float32)
+
+
+def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.float32,
+          recompute: bool = False):
+    """Full forward pass, OpenAI's contract.
+
+    Args:
+      params: name -> weight tensor (see `weight_shapes`).
+      tokens: int32 [batch, seq].
+      past: None or [batch, n_layer, 2, head, past_seq, head_dim]; positions continue after it.
+      dtype: compute dtype of the matmuls (float32 or bfloat16).
+      recompute: recompute each block's activations in the backward pass (memory-saving gradients).
+
+    Returns:
+      (logits [batch, seq, n_vocab] float32, present [batch, n_layer, 2, head, seq, head_dim]).
+    """
+    start = 0 if past is None else tf.shape(past)[-2]
+    x = embed(params, tokens, start)
+    presents = []
+    for i in range(hp.n_layer):
+        w = block_weights(params, i)
+        layer_past = None if past is None else past[:, i]
+        if recompute and past is None:
+            x = _recomputed_block(x, w, hp, dtype)
+        else:
+            x, present = block(x, w, hp, layer_past, dtype)
+            presents.append(present)
+    present = tf.stack(presents, axis=1) if presents else None
+    return head(params, x, dtype), present
+
+
+def _recomputed_block(x, w, hp, dtype):
+    """A block whose activations are recomputed during backprop instead of stored."""
+    names = list(w)
+
+    @tf.recompute_grad
+    def run(x, *weights):
+        return block(x, dict(zip(names, weights, strict=True)), hp, None, dtype)[0]
+
+    return run(x, *(w[n] for n in names))
+
+
+def loss_fn(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """Mean next-token cross-entropy in nats (logits [batch, seq, vocab], targets [batch, seq])."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    return tf.reduce_mean(losses)
