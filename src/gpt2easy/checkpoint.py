@@ -1,0 +1,246 @@
+"""Checkpoints in OpenAI's name-based TF format: find, read strictly, write atomically.
+
+A checkpoint is a TF "V2" bundle (`PREFIX.index` + `PREFIX.data-00000-of-00001`) whose tensors are
+named as in OpenAI's releases (`model/h0/attn/c_attn/w`, ...), plus a `checkpoint` state file in the
+folder that names the newest one. OpenAI's folders hold `model.ckpt`; training runs hold `model-N`
+(N = completed updates). Our training checkpoints add optimizer slots under `optimizer/...` and loop
+state under `train/...`; every reader here (and the classic TF1 tools, which restore by name) ignores
+them, so the files stay loadable everywhere.
+
+Writes are atomic: the bundle is written under a temporary prefix and renamed (data first, index
+last), then the state file is replaced. A kill at any instant leaves the previous checkpoint loadable;
+the state file holds paths relative to its folder, so a run folder can be moved or copied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import UserError
+from .files import atomic_write_text, fsync_dir
+from .folders import DEFAULT_MODELS_DIR, model_dir, vocab_paths
+from .hparams import HParams
+from .model import GPT2, weight_shapes
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "checkpoint"
+DATA_SUFFIX = ".data-00000-of-00001"
+# Entries a weight reader skips on purpose: our optimizer/loop state, TF1 optimizer slots and counters.
+_NOT_WEIGHTS = re.compile(
+    r"^(optimizer|train)/|/(Adam|Adam_1|Momentum)(_\d+)?$|^(global_step|beta[12]_power)"
+)
+_STEP = re.compile(r"-(\d+)$")
+
+
+def _complete(prefix: str | Path) -> bool:
+    return Path(f"{prefix}.index").is_file() and Path(f"{prefix}{DATA_SUFFIX}").is_file()
+
+
+def _state_paths(folder: Path) -> list[str]:
+    """Prefixes named in a folder's `checkpoint` state file, newest first, as paths in `folder`."""
+    try:
+        text = (folder / STATE_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    latest = re.findall(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+    every = re.findall(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', text, re.M)
+    # Classic TF1 savers store paths as given (often relative to the working directory): the file
+    # name alone, looked up in this folder, is what survives moving the folder.
+    names = [os.path.basename(p) for p in latest + every[::-1]]
+    return [str(folder / n) for n in dict.fromkeys(names)]
+
+
+def candidates(folder: str | Path) -> list[str]:
+    """Complete checkpoints in `folder`, best first: the state file's choice, then by step."""
+    folder = Path(folder)
+    listed = _state_paths(folder)
+    found = [str(p)[: -len(".index")] for p in folder.glob("*.index") if not p.name.startswith(".")]
+
+    def step(prefix: str) -> int:
+        m = _STEP.search(prefix)
+        return int(m.group(1)) if m else -1
+
+    ordered = listed + sorted((p for p in found if p not in listed), key=step, reverse=True)
+    return [p for p in ordered if _complete(p)]
+
+
+def find_checkpoint(path: str | Path) -> str:
+    """The checkpoint prefix that `path` means: a folder's newest complete one, or `path` itself."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = candidates(path)
+        if not found:
+            raise UserError(f"{path}: no checkpoint found (expected a `checkpoint` file and "
+                            f"model files such as model-1000.index)")
+        return found[0]
+    if _complete(path):
+        return str(path)
+    if path.suffix == ".index" or path.name.endswith(DATA_SUFFIX):
+        stem = str(path)[: -len(".index")] if path.suffix == ".index" else str(path)[: -len(DATA_SUFFIX)]
+        if _complete(stem):
+            return stem
+    raise UserError(f"{path}: not a checkpoint (give a folder with a `checkpoint` file, or a prefix "
+                    f"such as checkpoint/run1/model-1000 whose .index and .data files exist)")
+
+
+def read_tensors(prefix: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Raw tensors of a checkpoint by name (all of them when `names` is None)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        keys = names if names is not None else list(reader.get_variable_to_shape_map())
+        return {k: reader.get_tensor(k) for k in keys}
+    except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as e:
+        message = str(getattr(e, "message", e)).splitlines()[0][:200]
+        raise UserError(f"{prefix}: checkpoint is unreadable or corrupt ({message}); "
+                        f"restore from an older one or retrain") from None
+
+
+def list_tensors(prefix: str) -> dict[str, list[int]]:
+    try:
+        return tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as e:
+        message = str(getattr(e, "message", e)).splitlines()[0][:200]
+        raise UserError(f"{prefix}: checkpoint index is unreadable or corrupt ({message})") from None
+
+
+def _describe(shapes: dict[str, list[int]]) -> str:
+    """A guess at the size of the model a checkpoint holds, for error messages."""
+    wte = shapes.get("model/wte")
+    n_layer = len({k.split("/")[1] for k in shapes if re.match(r"model/h\d+/", k)})
+    return f"n_vocab={wte[0]}, n_embd={wte[1]}, n_layer={n_layer}" if wte else "no model/wte"
+
+
+def read_weights(prefix: str, hp: HParams) -> dict[str, np.ndarray]:
+    """Model weights by OpenAI name, strictly: every problem is reported in one UserError."""
+    shapes = list_tensors(prefix)
+    expected = weight_shapes(hp)
+    weights = {k: v for k, v in shapes.items() if not _NOT_WEIGHTS.search(k)}
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [f"{k} {list(weights[k])} != {list(s)}" for k, s in expected.items()
+             if k in weights and tuple(weights[k]) != tuple(s)]
+    if missing or unexpected or wrong:
+        parts = [f"{label} ({len(items)}): {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected),
+                                      ("wrong shape", wrong)) if items]
+        raise UserError(f"{prefix} does not match hparams.json (n_vocab={hp.n_vocab}, "
+                        f"n_embd={hp.n_embd}, n_layer={hp.n_layer}; checkpoint has "
+                        f"{_describe(shapes)}): {'; '.join(parts)}")
+    return {k: v.astype(np.float32) for k, v in read_tensors(prefix, list(expected)).items()}
+
+
+def load_weights(path: str | Path, hp: HParams) -> tuple[str, dict[str, np.ndarray]]:
+    """Weights from a folder (newest readable checkpoint, falling back with a warning past corrupt
+    ones) or from an explicit prefix (an error if it is corrupt). Returns (prefix, weights)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        prefix = find_checkpoint(path)
+        return prefix, read_weights(prefix, hp)
+    found = candidates(path)
+    if not found:
+        find_checkpoint(path)  # raises the folder's error
+    for i, prefix in enumerate(found):
+        try:
+            return prefix, read_weights(prefix, hp)
+        except UserError as e:
+            if i + 1 == len(found) or "does not match" in str(e):
+                raise
+            logger.warning("warning: skipping %s: %s; falling back to %s", prefix, e, found[i + 1])
+    raise AssertionError("unreachable")
+
+
+def load_model(path: str | Path, hp: HParams) -> GPT2:
+    return GPT2(hp, load_weights(path, hp)[1])
+
+
+def _write_bundle(prefix: Path, tensors: dict) -> None:
+    """Write a V2 bundle under a temporary prefix beside `prefix`, then rename data, then index."""
+    tmp = prefix.parent / f".tmp-{prefix.name}-{uuid.uuid4().hex[:8]}"
+    names = list(tensors)
+    try:
+        values = [tf.convert_to_tensor(tensors[n]) for n in names]
+        tf.raw_ops.SaveV2(prefix=str(tmp), tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=values)
+        for suffix in (DATA_SUFFIX, ".index"):
+            with open(f"{tmp}{suffix}", "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(f"{tmp}{suffix}", f"{prefix}{suffix}")
+    except (tf.errors.OpError, OSError) as e:
+        raise UserError(f"cannot write checkpoint {prefix}: {str(getattr(e, 'message', e))[:200]}; "
+                        f"the previous checkpoint is intact") from None
+    finally:
+        for leftover in prefix.parent.glob(f"{tmp.name}*"):
+            leftover.unlink(missing_ok=True)
+    fsync_dir(prefix.parent)
+
+
+def _write_state(folder: Path, names: list[str]) -> None:
+    lines = [f'model_checkpoint_path: "{names[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "{n}"' for n in names]
+    atomic_write_text(folder / STATE_FILE, "\n".join(lines) + "\n")
+
+
+def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: int | None = 5,
+                     name: str | None = None) -> str:
+    """Save `tensors` as `folder/model-{step}` (or `folder/{name}`), atomically, and make it the
+    newest in the state file. Keeps the newest `max_to_keep` (None or 0: keep all)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {folder}: {e.strerror}") from None
+    for stale in folder.glob(".tmp-*"):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
+    name = name or f"model-{step}"
+    _write_bundle(folder / name, tensors)
+    kept = [Path(p).name for p in _state_paths(folder)[::-1] if Path(p).name != name and _complete(p)]
+    kept.append(name)
+    dropped = kept[: -max_to_keep] if max_to_keep else []
+    kept = kept[len(dropped):]
+    _write_state(folder, kept)
+    for old in dropped:  # only after the state file no longer names them
+        for suffix in (".index", DATA_SUFFIX, ".meta"):
+            (folder / f"{old}{suffix}").unlink(missing_ok=True)
+    return str(folder / name)
+
+
+def write_openai_checkpoint(folder: str | Path, weights: dict) -> str:
+    """Write weights in exactly OpenAI's layout: `checkpoint`, `model.ckpt.{index,data-*}`."""
+    return write_checkpoint(folder, 0, weights, max_to_keep=1, name="model.ckpt")
+
+
+def open_model(models_dir: str = DEFAULT_MODELS_DIR, model_name: str = "124M",
+               run_name: str | None = None, checkpoint: str | None = None,
+               checkpoint_dir: str = "checkpoint") -> tuple[HParams, Path, str]:
+    """Decide which model to sample from: (hparams, folder with the vocabulary, checkpoint prefix).
+
+    `checkpoint` (a folder or a prefix) wins, then `run_name` (the run folder checkpoint/RUN, which
+    training makes a complete model folder), then `models_dir/model_name`. hparams.json and the
+    vocabulary come from the checkpoint's own folder when it has them, else from the model folder.
+    """
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        own = path if path.is_dir() else path.parent
+    elif run_name is not None:
+        own = Path(checkpoint_dir).expanduser() / str(run_name)
+        if not own.is_dir():
+            raise UserError(f"run {run_name!r} not found: {own} does not exist "
+                            f"(train one with: python train.py --run_name {run_name} ...)")
+        path = own
+    else:
+        own = path = model_dir(models_dir, model_name)
+    if not (own / "hparams.json").is_file() or not (own / "encoder.json").is_file():
+        own_or_model = model_dir(models_dir, model_name)
+    else:
+        own_or_model = own
+    hp = HParams.from_json(own_or_model / "hparams.json")
+    vocab_paths(own_or_model)
+    return hp, own_or_model, find_checkpoint(path)
