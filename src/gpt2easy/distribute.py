@@ -1,0 +1,386 @@
+"""Data-parallel training on TensorFlow's own distribution engine (`tf.distribute`).
+
+One process drives every GPU of its machine (`MirroredStrategy`); several machines each run one
+process configured by the standard `TF_CONFIG` variable (`MultiWorkerMirroredStrategy`). Gradients
+are averaged by the strategy's all-reduce, never by hand.
+
+Why the result equals one process with the global batch: every worker draws the same global batch
+`[..., R * B, T + 1]` from the same seeded sampler; replica r (numbered across all workers) takes rows
+`r * B : (r + 1) * B`; each replica's loss is a mean over its rows, so the MEAN all-reduce of losses
+and gradients is the mean over all R * B rows. Every replica then applies the same averaged gradients
+to its own copy of the weights (and optimizer slots), so the copies stay identical.
+
+The update runs in cross-replica context through `strategy.extended.update`, where reading or
+assigning a mirrored variable (also `var.handle`, as used by raw optimizer kernels) means the copy
+on the device being updated: an optimizer written over plain `tf.Variable`s works unchanged.
+
+Stopping: a SIGINT/SIGTERM handler (`StopRequest`) only raises a flag; the flag rides on the
+step's all-reduce, so every worker learns at the same step that someone asked to stop, and the job
+ends together after the chief's save. A worker that dies makes the others' collectives fail with one
+of `PEER_ERRORS`; the chief then saves what it has (its weights are those after the last completed
+step) and every survivor exits with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+TASK_TYPES = ("chief", "worker")
+# What a collective raises on the survivors when a peer dies or is aborted.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+               tf.errors.DeadlineExceededError, tf.errors.FailedPreconditionError,
+               tf.errors.InternalError)
+
+
+# --- TF_CONFIG -------------------------------------------------------------------------------
+
+
+def parse_tf_config(text: str | None) -> dict:
+    """Validate the `TF_CONFIG` JSON; returns it as a dict. One UserError line per problem."""
+    example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if not text or not text.strip():
+        raise UserError(f"--strategy multi_worker needs the TF_CONFIG environment variable ({example})")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"TF_CONFIG is not valid JSON ({e.msg} at char {e.pos}); {example}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise UserError(f"TF_CONFIG needs a \"cluster\" and a \"task\" object; {example}")
+    for job, hosts in cluster.items():
+        if job not in TASK_TYPES:
+            raise UserError(f"TF_CONFIG cluster job {job!r} is not supported (use \"chief\" and/or "
+                            f"\"worker\"); {example}")
+        if not isinstance(hosts, list) or not hosts or not all(
+                isinstance(h, str) and h.rpartition(":")[2].isdigit() for h in hosts):
+            raise UserError(f"TF_CONFIG cluster.{job} must be a non-empty list of \"host:port\" "
+                            f"strings, got {hosts!r}")
+    if len(cluster.get("chief", [])) > 1:
+        raise UserError("TF_CONFIG cluster.chief must list exactly one \"host:port\"")
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise UserError(f"TF_CONFIG task {task!r} does not name a member of the cluster "
+                        f"(type one of {sorted(cluster)}, index from 0)")
+    return config
+
+
+def chief_task(config: dict) -> tuple[str, int]:
+    """The task that writes: "chief" 0 if the cluster has one, else "worker" 0."""
+    return ("chief", 0) if "chief" in config["cluster"] else ("worker", 0)
+
+
+def is_chief_task(config: dict) -> bool:
+    return (config["task"]["type"], config["task"]["index"]) == chief_task(config)
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+
+def _replica_devices() -> list[str]:
+    """Every visible GPU, else every (logical) CPU: what `mirrored` spreads over."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """The `tf.distribute.Strategy` for `--strategy NAME`.
+
+    auto: `default` on one device, `mirrored` when more than one GPU is visible.
+    default: no distribution (one device). mirrored: every GPU of this machine (or every logical
+    CPU device; on a plain CPU that is one). multi_worker: `MultiWorkerMirroredStrategy` over the
+    machines in `TF_CONFIG`, each using all its GPUs.
+
+    Call it before anything else touches TensorFlow: `multi_worker` must configure collective ops
+    before the runtime starts, and it blocks until every worker of the cluster is up.
+    """
+    name = str(name)
+    if name not in STRATEGIES:
+        raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    if name == "auto":
+        if os.environ.get("TF_CONFIG"):
+            logger.warning("warning: TF_CONFIG is set but --strategy auto ignores it; "
+                           "use --strategy multi_worker to train across machines")
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(_replica_devices())
+    parse_tf_config(os.environ.get("TF_CONFIG"))
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError, tf.errors.OpError) as e:
+        message = str(getattr(e, "message", e)).splitlines()[0][:200]
+        raise UserError(f"cannot start multi_worker from TF_CONFIG ({message}); create the "
+                        f"strategy before any other TensorFlow call and check the host:port "
+                        f"list") from None
+
+
+def num_replicas(strategy: tf.distribute.Strategy) -> int:
+    """Replicas across all workers: the global batch is this times --batch_size."""
+    return int(strategy.num_replicas_in_sync)
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return sum(len(v) for k, v in spec.items() if k in TASK_TYPES) or 1
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the one process that writes checkpoints, the counter, samples and logs."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    spec = resolver.cluster_spec().as_dict()
+    config = {"cluster": spec, "task": {"type": resolver.task_type, "index": resolver.task_id}}
+    return is_chief_task(config)
+
+
+def describe(strategy: tf.distribute.Strategy, batch_size: int) -> str:
+    """One line for the start of a run: strategy, replicas and the global batch."""
+    kind = {"MirroredStrategy": "mirrored", "MultiWorkerMirroredStrategy": "multi_worker",
+            "CollectiveAllReduceStrategy": "multi_worker"}.get(type(strategy).__name__, "default")
+    r = num_replicas(strategy)
+    where = f", {num_workers(strategy)} workers" if kind == "multi_worker" else ""
+    return (f"strategy {kind}: {r} replica{'s' * (r != 1)}{where}; global batch {r} x "
+            f"{batch_size} = {r * batch_size} rows per micro-batch")
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def replica_slice(tokens: tf.Tensor, batch_size: int, axis: int = -2) -> tf.Tensor:
+    """In replica context: this replica's rows `r*B:(r+1)*B` of a global batch along `axis`.
+
+    Feeding the global batch to the compiled step and slicing inside keeps one fixed input
+    signature for every strategy (the step traces once); the token batch is tiny next to the
+    weights, so copying it whole to each device costs nothing measurable.
+    """
+    r = tf.distribute.get_replica_context().replica_id_in_sync_group
+    start = tf.cast(r, tf.int32) * batch_size
+    axis = axis % tokens.shape.rank
+    begin = [0] * tokens.shape.rank
+    size = [-1] * tokens.shape.rank
+    begin[axis], size[axis] = start, batch_size
+    return tf.slice(tokens, tf.stack(begin), size)
+
+
+def distribute_batch(strategy: tf.distribute.Strategy, tokens: np.ndarray, axis: int = -2):
+    """Eagerly split a global numpy batch into per-replica values (replica r: rows r*B:(r+1)*B),
+    for code that prefers distributed inputs to `replica_slice` inside the step."""
+    r = num_replicas(strategy)
+    axis = axis % tokens.ndim
+    if tokens.shape[axis] % r:
+        raise UserError(f"a global batch of {tokens.shape[axis]} rows does not split over {r} replicas")
+    b = tokens.shape[axis] // r
+
+    def value(ctx):
+        i = ctx.replica_id_in_sync_group
+        return tf.constant(np.take(tokens, range(i * b, (i + 1) * b), axis=axis))
+
+    return strategy.experimental_distribute_values_from_function(value)
+
+
+# --- the step --------------------------------------------------------------------------------
+
+
+def all_reduce_mean(loss: tf.Tensor, grads: Sequence[tf.Tensor], stop: tf.Tensor | None = None):
+    """In replica context: mean loss and gradients over all replicas, and whether any replica
+    asked to stop (`stop` a 0/1 float32 scalar). One batched collective for everything."""
+    ctx = tf.distribute.get_replica_context()
+    n = tf.cast(ctx.num_replicas_in_sync, tf.float32)
+    flag = tf.zeros([]) if stop is None else tf.cast(stop, tf.float32)
+    scalars = tf.stack([tf.cast(loss, tf.float32), flag])
+    scalars, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, (scalars, list(grads)))
+    return scalars[0] / n, [g / n for g in grads], scalars[1] > 0
+
+
+def update_everywhere(strategy: tf.distribute.Strategy, anchor: tf.Variable,
+                      update: Callable[..., Any], *args) -> tf.Operation:
+    """In cross-replica context: run `update(*args)` once per local copy of the variables.
+
+    `anchor` is any variable created under `strategy.scope()`; it picks the devices. Inside
+    `update`, every mirrored variable (its reads, `assign*`, and `.handle`) is the copy on the
+    device being updated, and per-replica `args` are that replica's values.
+    """
+    def on_device(_copy, *local_args):
+        update(*local_args)
+        return tf.constant(0)  # extended.update wants a result it can group
+
+    return strategy.extended.update(anchor, on_device, args=args, group=True)
+
+
+def first_local(strategy: tf.distribute.Strategy, value):
+    """The first local replica's value of a per-replica result (identical after an all-reduce)."""
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], value)
+
+
+class TrainStep:
+    """`step(tokens, lr, step, stop=False) -> (loss, grad_norm, stop_all)` under any strategy.
+
+    tokens: int32 `[accumulate, R * B, T + 1]`, the global batch, identical on every worker.
+    grads_fn(local_tokens [accumulate, B, T + 1], step) -> (loss, [grad per variable]): runs per
+      replica (forward, backward, micro-batch averaging), knows nothing of distribution.
+    apply(grads: dict name -> tensor, lr, step): the optimizer update over plain variables.
+    clip(grads dict) -> (grads dict, norm): e.g. a global-norm clip, applied to averaged grads.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, variables: dict[str, tf.Variable],
+                 grads_fn: Callable, apply: Callable, *, batch_size: int, accumulate: int,
+                 window: int, clip: Callable | None = None, jit: bool = False):
+        self.strategy, self.variables = strategy, dict(variables)
+        self.names = list(variables)
+        self.grads_fn, self.apply, self.clip = grads_fn, apply, clip
+        self.batch_size = batch_size
+        shape = [accumulate, batch_size * num_replicas(strategy), window + 1]
+        self.fn = tf.function(self._step, jit_compile=jit, reduce_retracing=False, input_signature=[
+            tf.TensorSpec(shape, tf.int32), tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32)])
+
+    def _replica(self, tokens, step, stop):
+        loss, grads = self.grads_fn(replica_slice(tokens, self.batch_size, axis=1), step)
+        loss, grads, stop_all = all_reduce_mean(loss, grads, stop)
+        grads = dict(zip(self.names, grads, strict=True))
+        norm = tf.constant(0.0)
+        if self.clip is not None:
+            grads, norm = self.clip(grads)
+        return loss, norm, stop_all, grads
+
+    def _step(self, tokens, lr, step, stop):
+        loss, norm, stop_all, grads = self.strategy.run(self._replica, args=(tokens, step, stop))
+        # Nothing is written until every gradient has arrived: a collective that fails half-way
+        # (a worker died) leaves the weights of the last completed step untouched.
+        barrier = tf.nest.flatten(self.strategy.experimental_local_results(grads))
+        with tf.control_dependencies(barrier):
+            done = update_everywhere(self.strategy, self.variables[self.names[0]],
+                                     lambda g: self.apply(g, lr, step), grads)
+        with tf.control_dependencies([done]):
+            return tf.nest.map_structure(tf.identity, first_local(self.strategy,
+                                                                  (loss, norm, stop_all)))
+
+    def __call__(self, tokens: np.ndarray, lr: float, step: int, stop: bool = False):
+        loss, norm, stop_all = self.fn(tf.constant(tokens, tf.int32), tf.constant(lr, tf.float32),
+                                       tf.constant(step, tf.int64), tf.constant(float(stop)))
+        return float(loss), float(norm), bool(stop_all)
+
+    def tracing_count(self) -> int:
+        return self.fn.experimental_get_tracing_count()
+
+
+class EvalLoss:
+    """Mean loss of a global batch `[R * B, T + 1]` under the strategy (for validation).
+
+    loss_fn(rows [B, T + 1]) -> scalar mean loss, per replica. Every worker must call it with the
+    same rows, like the train step.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, loss_fn: Callable, *, batch_size: int,
+                 window: int):
+        self.strategy, self.loss_fn, self.batch_size = strategy, loss_fn, batch_size
+        shape = [batch_size * num_replicas(strategy), window + 1]
+        self.fn = tf.function(self._loss, input_signature=[tf.TensorSpec(shape, tf.int32)])
+
+    def _replica(self, rows):
+        loss = self.loss_fn(replica_slice(rows, self.batch_size, axis=0))
+        ctx = tf.distribute.get_replica_context()
+        return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.cast(loss, tf.float32))
+
+    def _loss(self, rows):
+        return first_local(self.strategy, self.strategy.run(self._replica, args=(rows,)))
+
+    def __call__(self, rows: np.ndarray) -> float:
+        return float(self.fn(tf.constant(rows, tf.int32)))
+
+
+# --- state shared from the chief -------------------------------------------------------------
+
+
+def broadcast_from_chief(strategy: tf.distribute.Strategy,
+                         values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The chief's `values` on every worker (each passes arrays of the same shapes and dtypes).
+
+    For resuming when workers do not share a file system, or to agree on loop state such as the
+    step counter: every worker loads what it can, then takes the chief's. A no-op on one worker.
+    Implemented as a SUM all-reduce where only global replica 0 (the chief's first device)
+    contributes, which is exact for floats and integers.
+    """
+    if num_workers(strategy) == 1:
+        return dict(values)
+    names = list(values)
+    dtypes = {n: np.asarray(values[n]).dtype for n in names}
+    wire = {n: np.asarray(values[n]).astype(np.float64 if dtypes[n].kind in "iub" else dtypes[n])
+            for n in names}
+
+    @tf.function
+    def run():
+        def replica():
+            ctx = tf.distribute.get_replica_context()
+            mine = tf.equal(ctx.replica_id_in_sync_group, 0)
+            parts = [tf.where(mine, tf.constant(wire[n]), tf.zeros_like(tf.constant(wire[n])))
+                     for n in names]
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, parts)
+
+        return first_local(strategy, strategy.run(replica))
+
+    out = run()
+    return {n: v.numpy().astype(dtypes[n]) for n, v in zip(names, out, strict=True)}
+
+
+def read_values(variables: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
+    """Variables' values as numpy (a mirrored variable reads its local copy: all are equal)."""
+    return {name: var.numpy() for name, var in variables.items()}
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """Within `with StopRequest() as stop:`, SIGINT/SIGTERM set `stop.requested` instead of
+    killing the process; the loop passes the flag to the step, which shares it with every worker.
+    A second Ctrl+C raises KeyboardInterrupt at once (a way out of a hung collective)."""
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)):
+        self.signals = tuple(signals)
+        self.requested = False
+        self.signal_name = ""
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        logger.warning("%s received: stopping after this step (the chief saves first)",
+                       self.signal_name)
+
+    def __enter__(self) -> StopRequest:
+        for s in self.signals:
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+
+def peer_failure_message(error: BaseException) -> str:
+    """One line for a collective that failed because another worker left."""
+    text = str(getattr(error, "message", error)).strip().splitlines()
+    return (f"another worker stopped or became unreachable ({type(error).__name__}: "
+            f"{text[0][:160] if text else ''}); ending the job")
