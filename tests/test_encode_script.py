@@ -1,0 +1,170 @@
+"""encode.py end to end in a subprocess: inputs, the archive it writes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2easy.encoder import ENDOFTEXT, get_encoder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, vocab_dir) -> Path:
+    """A models folder holding 124M with hparams.json and links to the shared vocabulary."""
+    root = tmp_path_factory.mktemp("models")
+    folder = root / "124M"
+    folder.mkdir()
+    (folder / "hparams.json").write_text(
+        '{"n_vocab": 50257, "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12}'
+    )
+    for name in ("encoder.json", "vocab.bpe"):
+        (folder / name).symlink_to(vocab_dir / name)
+    return root
+
+
+def run_encode(root: Path, models: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, str(root / "encode.py"), *args, "--models_dir", str(models)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def members(path: Path) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def test_folder_glob_and_single_file(root, models, tmp_path, vocab_dir):
+    enc = get_encoder(vocab_dir)
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    texts = {"a.txt": "Hello world", "sub/b.txt": "Hello, my dog is cute", "c.md": "x<|endoftext|>y"}
+    for name, text in texts.items():
+        (data / name).write_text(text, encoding="utf-8")
+    order = ["a.txt", "c.md", "sub/b.txt"]  # sorted by path
+
+    out = tmp_path / "folder.npz"
+    r = run_encode(root, models, str(data), str(out))
+    assert r.returncode == 0, r.stderr
+    expected = enc.encode(ENDOFTEXT.join(texts[n] for n in order))
+    [chunk] = members(out)
+    assert chunk.dtype == np.uint16 and chunk.tolist() == expected
+    summary = r.stderr.strip().splitlines()[-1]
+    for part in ("3 files", "4 documents", f"{len(expected)} tokens", "1 chunks", str(out)):
+        assert part in summary
+
+    out = tmp_path / "glob.npz"
+    r = run_encode(root, models, str(data / "*.txt"), str(out), "--combine", "1")
+    assert r.returncode == 0, r.stderr
+    assert [m.tolist() for m in members(out)] == [enc.encode("Hello world")]
+
+    out = tmp_path / "one.npz"
+    r = run_encode(root, models, str(data / "c.md"), str(out), "--legacy_endoftext")
+    assert r.returncode == 0, r.stderr
+    # Classic: separator as text, and a short last chunk ends with one.
+    expected = enc.encode("x<|endoftext|>y<|endoftext|>", legacy_endoftext=True)
+    assert members(out)[0].tolist() == expected
+
+
+def test_shakespeare_matches_whole_file_encoding(root, models, tmp_path, shakespeare_dir, vocab_dir):
+    enc = get_encoder(vocab_dir)
+    out = tmp_path / "s.npz"
+    r = run_encode(root, models, str(shakespeare_dir), str(out), "--combine", "0")
+    assert r.returncode == 0, r.stderr
+    files = sorted(shakespeare_dir.glob("*.txt"))
+    got = members(out)
+    assert len(got) == len(files)
+    for chunk, path in zip(got, files, strict=True):
+        assert chunk.tolist() == enc.encode(path.read_text(encoding="utf-8")), path.name
+    assert sum(len(c) for c in got) == 1_449_223
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    good = tmp_path / "good.txt"
+    good.write_text("some text\n")
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(b"text" * 10 + bytes(range(128, 256)))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    return {
+        "missing path": ([str(tmp_path / "nope.txt")], "does not exist"),
+        "glob matches nothing": ([str(tmp_path / "*.nothing")], "matches no files"),
+        "empty corpus": ([str(empty)], "empty"),
+        "binary file": ([str(binary)], r"binary\.bin: cannot decode byte 0x80 at byte offset 40"),
+        "missing vocabulary": ([str(good), "--model_name", "novocab"], "download_model.py"),
+        "missing model": ([str(good), "--model_name", "999M"], "download_model.py 999M"),
+        "unwritable output": ([str(good), "--out", str(locked / "x.npz")], "cannot write"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing path",
+        "glob matches nothing",
+        "empty corpus",
+        "binary file",
+        "missing vocabulary",
+        "missing model",
+        "unwritable output",
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(root, models, tmp_path, case):
+    if case == "unwritable output" and os.geteuid() == 0:
+        pytest.skip("root can write into a read-only folder")
+    (models / "novocab").mkdir(exist_ok=True)
+    (models / "novocab" / "hparams.json").write_text("{}")
+    args, message = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out" / "x.npz"
+    if "--out" in args:
+        i = args.index("--out")
+        out = Path(args[i + 1])
+        args = args[:i]
+    r = run_encode(root, models, args[0], str(out), *args[1:])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert "--encoding" in lines[0] or case != "binary file"
+    folder = out.parent
+    assert not out.exists()
+    assert not folder.exists() or not any(folder.iterdir())  # no temp file left behind
+
+
+def test_unwritable_output_as_file_in_place_of_folder(root, models, tmp_path):
+    """Also for root: the output's folder is a file, so nothing can be written."""
+    good = tmp_path / "good.txt"
+    good.write_text("some text\n")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    r = run_encode(root, models, str(good), str(blocker / "x.npz"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("encode.py: error: cannot write")
+
+
+def test_starts_without_tensorflow(root):
+    code = (
+        "import sys, runpy; sys.argv=['encode.py','--help'];"
+        "\ntry: runpy.run_path('encode.py', run_name='__main__')\nexcept SystemExit: pass"
+        "\nassert 'tensorflow' not in sys.modules, 'TensorFlow imported'"
+        "\nimport gpt2easy.dataset, gpt2easy.corpus, gpt2easy.encoder"
+        "\nassert 'tensorflow' not in sys.modules, 'TensorFlow imported'"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
