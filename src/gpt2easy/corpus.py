@@ -16,6 +16,7 @@ import codecs
 import glob
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -27,7 +28,7 @@ import numpy as np
 from .encoder import ENDOFTEXT, Encoder
 from .errors import UserError
 
-BLOCK_BYTES = 4 << 20  # text read (and handed to a worker) at a time
+BLOCK_BYTES = 1 << 20  # text read (and handed to a worker) at a time
 _SAFE_BEFORE = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
@@ -172,6 +173,7 @@ _WORKER_ENCODER: Encoder | None = None
 
 def _init_worker(folder: str) -> None:
     global _WORKER_ENCODER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle
     if _WORKER_ENCODER is None:  # spawned, not forked: build it here
         from .encoder import get_encoder
 
