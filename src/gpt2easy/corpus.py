@@ -3,11 +3,12 @@
 The corpus is the classic tool's text stream: the files in a stable order, joined by the text
 `<|endoftext|>`; a chunk ends after the first file that brings it to `combine` characters. Each
 chunk is cut into pieces at *safe* places, where GPT-2's pre-tokenizer always splits whatever
-comes after: just before a space or newline that follows a printable ASCII character. (A piece
-ending in `x` followed by whitespace ends the same pre-token whether or not the text goes on;
-whitespace never joins the text before it.) So encoding piece by piece gives exactly the ids of
-encoding the chunk whole, while only a few blocks of text are in memory at a time; the pieces go
-to worker processes and come back in order.
+comes after: just before whitespace (newline, space, tab, CR) that follows a printable ASCII
+character. (A pre-token ending in `x` followed by whitespace ends there whether or not the text
+goes on, and whitespace never joins the text before it.) So encoding piece by piece gives exactly
+the ids of encoding the chunk whole, while only a few blocks of text are in memory at a time; the
+pieces go to worker processes and come back in order. tiktoken holds the GIL while it encodes,
+so the workers are processes (forked on Linux: they inherit the encoder), not threads.
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def list_files(path: str | Path) -> list[Path]:
 def safe_cut(text: str, lo: int = 0) -> int:
     """The last position i >= max(lo, 1) where `text` splits without changing its ids, else 0.
 
-    Safe means: text[i] is a space or newline and text[i - 1] is printable ASCII (not space).
+    Safe means: text[i] is a newline, space, tab or carriage return and text[i - 1] is printable
+    ASCII (not space).
     """
     lo = max(lo, 1)
-    for sep in ("\n", " "):
+    for sep in ("\n", " ", "\r", "\t"):
         i = text.rfind(sep, lo)
         while i >= lo:
             if text[i - 1] in _SAFE_BEFORE:
