@@ -164,14 +164,15 @@ class Encoder:
     def __init__(self, encoder: dict[str, int], merges: Sequence[tuple[str, str]]):
         import tiktoken
 
-        byte_decoder = {v: k for k, v in bytes_to_unicode().items()}
+        # Undo the byte-to-unicode mapping with str.translate (fast): latin-1 then gives the bytes.
+        unmap = {ord(c): b for b, c in bytes_to_unicode().items() if ord(c) != b}
         ranks: dict[bytes, int] = {}
         special: dict[str, int] = {}
         for token, i in encoder.items():
             if token == ENDOFTEXT:
                 special[token] = i
             else:
-                ranks[bytes(byte_decoder[c] for c in token)] = i
+                ranks[token.translate(unmap).encode("latin-1")] = i
         # tiktoken merges by the rank of the merged token; that equals GPT-2's merge order only
         # when token 256+k is merge k. Check it rather than trust it.
         for k, (a, b) in enumerate(merges):
