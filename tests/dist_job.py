@@ -34,6 +34,7 @@ def main() -> int:
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--step_sleep", type=float, default=0.0)
+    p.add_argument("--eval", type=int, default=1, help="0: skip the validation loss")
     p.add_argument("--run_dir", default="")
     p.add_argument("--progress", default="", help="file rewritten with the step after each step")
     p.add_argument("--out", required=True)
@@ -128,7 +129,7 @@ def main() -> int:
         except distribute.PEER_ERRORS as e:
             status = "peer_failure"
             print(distribute.peer_failure_message(e), file=sys.stderr)
-    val = evaluate(val_rows) if status != "peer_failure" else float("nan")
+    val = evaluate(val_rows) if args.eval and status != "peer_failure" else float("nan")
     weights = distribute.read_values(gpt.weights)
     if chief and args.run_dir:
         state = {**weights, **distribute.read_values(slots), "train/step": np.int64(done)}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -248,7 +249,7 @@ class TrainStep:
         self.grads_fn, self.apply, self.clip = grads_fn, apply, clip
         self.batch_size = batch_size
         shape = [accumulate, batch_size * num_replicas(strategy), window + 1]
-        self.fn = tf.function(self._step, jit_compile=jit, reduce_retracing=False, input_signature=[
+        self.fn = tf.function(self._step, jit_compile=jit, autograph=False, input_signature=[
             tf.TensorSpec(shape, tf.int32), tf.TensorSpec([], tf.float32),
             tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32)])
 
@@ -293,7 +294,7 @@ class EvalLoss:
                  window: int):
         self.strategy, self.loss_fn, self.batch_size = strategy, loss_fn, batch_size
         shape = [batch_size * num_replicas(strategy), window + 1]
-        self.fn = tf.function(self._loss, input_signature=[tf.TensorSpec(shape, tf.int32)])
+        self.fn = tf.function(self._loss, autograph=False, input_signature=[tf.TensorSpec(shape, tf.int32)])
 
     def _replica(self, rows):
         loss = self.loss_fn(replica_slice(rows, self.batch_size, axis=0))
@@ -326,7 +327,7 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy,
     wire = {n: np.asarray(values[n]).astype(np.float64 if dtypes[n].kind in "iub" else dtypes[n])
             for n in names}
 
-    @tf.function
+    @tf.function(autograph=False)
     def run():
         def replica():
             ctx = tf.distribute.get_replica_context()
@@ -381,6 +382,8 @@ class StopRequest:
 
 def peer_failure_message(error: BaseException) -> str:
     """One line for a collective that failed because another worker left."""
-    text = str(getattr(error, "message", error)).strip().splitlines()
-    return (f"another worker stopped or became unreachable ({type(error).__name__}: "
-            f"{text[0][:160] if text else ''}); ending the job")
+    lines = [ln.strip() for ln in str(getattr(error, "message", error)).splitlines() if ln.strip()]
+    telling = [ln for ln in lines if re.search(r"unavailable|connect|down|abort|cancel|deadline", ln, re.I)]
+    detail = (telling or lines or [""])[0][:160]
+    return (f"another worker stopped or became unreachable ({type(error).__name__}: {detail}); "
+            f"ending the job")
