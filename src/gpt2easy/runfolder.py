@@ -1,0 +1,167 @@
+"""A training run's folder `checkpoint/RUN`: lock, model files, what to start from, what to save.
+
+The run folder is a complete model folder: `hparams.json`, `encoder.json`, `vocab.bpe` are copied in
+at the start, and checkpoints `model-N` (N = completed updates) hold the weights under OpenAI's names,
+plus the optimizer slots (`optimizer/<weight>/m`, `/v`) and the loop state (`train/step`,
+`train/seed`, `train/sampler`, `train/avg_loss`, `train/optimizer`) that make a resume exact. Readers
+of weights ignore the extra entries.
+
+Where training starts (`--restore_from`):
+- `latest`: the newest readable checkpoint of the run folder (falling back past corrupt ones), else
+  the base model's weights, else a random initialisation (said in the log).
+- `fresh`: the base model's weights (or a random initialisation), ignoring the run folder.
+- a folder or a `model-N` prefix: those weights, and its optimizer/loop state when it has them.
+The counter continues from the checkpoint started from: `train/step` (or N of its name), 0 for base
+model weights and random init. So `fresh` restarts the numbering at 0 (as gpt-2-simple does; the
+classic script continued the run's old numbers, which made model-N lie about its updates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import candidates, list_tensors, load_weights, read_tensors, write_checkpoint
+from .errors import UserError
+from .files import atomic_write_bytes, atomic_write_text
+from .folders import VOCAB_FILES, model_dir, vocab_paths
+from .hparams import HParams
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive, non-blocking `flock` on `RUN/.lock`, held for the whole training.
+
+    The kernel drops it when the process ends however it ends, so a crashed run never leaves a
+    stale lock behind.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+")  # noqa: SIM115 - held open until release()
+        except OSError as e:
+            raise UserError(f"cannot create {run_dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise UserError(f"{run_dir} is in use by another training (lock on {self.path}); "
+                            f"wait for it to finish or use another --run_name") from None
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+
+
+def source_folder(run_dir: Path, restore_from: str, models_dir: str, model_name: str) -> Path:
+    """The folder whose hparams.json and vocabulary the run uses.
+
+    The run's own copies when continuing it (so a run trains on after the base model is deleted),
+    the folder of a restore PATH when it has them, else the base model folder.
+    """
+    def complete(folder: Path) -> bool:
+        return all((folder / f).is_file() for f in ("hparams.json", *VOCAB_FILES))
+
+    if restore_from == "latest" and complete(run_dir) and candidates(run_dir):
+        return run_dir
+    if restore_from not in ("latest", "fresh"):
+        path = Path(restore_from).expanduser()
+        own = path if path.is_dir() else path.parent
+        if complete(own):
+            return own
+    return model_dir(models_dir, model_name)
+
+
+def copy_model_files(src: Path, run_dir: Path, hp: HParams) -> None:
+    """Make `run_dir` a complete model folder: hparams.json and the vocabulary, atomically."""
+    if src.resolve() == run_dir.resolve():
+        return
+    hp.to_json(run_dir / "hparams.json")
+    for path in vocab_paths(src):
+        data = path.read_bytes()
+        target = run_dir / path.name
+        if not target.is_file() or target.read_bytes() != data:
+            atomic_write_bytes(target, data)
+
+
+@dataclasses.dataclass
+class Start:
+    """What training starts from."""
+
+    weights: dict[str, np.ndarray] | None  # None: random initialisation
+    step: int = 0
+    prefix: str | None = None
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # optimizer/, train/
+
+    def describe(self) -> str:
+        return f"{self.prefix} (step {self.step})" if self.prefix else "random initialisation"
+
+
+def _load(path: str | Path, hp: HParams) -> Start:
+    prefix, weights = load_weights(path, hp)
+    names = [k for k in list_tensors(prefix) if k.startswith(("optimizer/", "train/"))]
+    extra = read_tensors(prefix, names) if names else {}
+    if "train/step" in extra:
+        step = int(extra["train/step"])
+    else:
+        m = re.search(r"model-(\d+)$", prefix)
+        step = int(m.group(1)) if m else 0
+    return Start(weights, step, prefix, extra)
+
+
+def find_start(restore_from: str, run_dir: Path, base_dir: Path | None, hp: HParams) -> Start:
+    """Resolve `--restore_from` to weights and state (see the module docstring)."""
+    if restore_from == "latest" and candidates(run_dir):
+        return _load(run_dir, hp)
+    if restore_from in ("latest", "fresh"):
+        if base_dir is not None and candidates(base_dir):
+            start = _load(base_dir, hp)
+            return Start(start.weights, 0, start.prefix)  # base weights: a new run, step 0
+        where = base_dir if base_dir is not None else run_dir
+        logger.info("no checkpoint in %s: training from scratch (random init)", where)
+        return Start(None)
+    return _load(restore_from, hp)
+
+
+def state_text(tensors: dict[str, np.ndarray], name: str) -> str | None:
+    value = tensors.get(name)
+    if value is None:
+        return None
+    value = value.item() if isinstance(value, np.ndarray) else value
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def save(run_dir: Path, step: int, weights: dict, slots: dict, *, seed: int, sampler_state: dict,
+         avg_loss: tuple[float, float], optimizer: str, max_to_keep: int | None) -> str:
+    """Write checkpoint `model-<step>` with everything a resume needs, then the counter file."""
+    tensors = dict(weights)
+    tensors.update(slots)
+    tensors["train/step"] = np.int64(step)
+    tensors["train/seed"] = np.int64(seed)
+    tensors["train/sampler"] = np.array(json.dumps(sampler_state).encode("utf-8"), dtype=object)
+    tensors["train/avg_loss"] = np.array(avg_loss, np.float64)
+    tensors["train/optimizer"] = np.array(optimizer.encode("utf-8"), dtype=object)
+    prefix = write_checkpoint(run_dir, step, tensors, max_to_keep=max_to_keep or None)
+    atomic_write_text(run_dir / "counter", f"{step}\n")
+    return prefix
+
+
+def relpath(path: str | Path) -> str:
+    """`path` relative to the working directory when it lies below it (for log lines)."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:
+        return str(path)

@@ -1,0 +1,141 @@
+"""The compiled training step: forward, loss, gradients (accumulated), clip, optimizer update.
+
+One `tf.function` with a fixed input signature `[accumulate, batch, window + 1]` int32, so it traces
+once for a whole run. Each row gives `window` input tokens and their `window` next tokens as targets
+(the classic script fed 1024 tokens and scored 1023 predictions; we score all of them).
+
+Randomness inside the step (the classic `--noise`: each input token replaced by a uniformly random id
+with probability p, targets kept clean) is stateless, seeded by (seed, step), so a resumed run draws
+exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import UserError
+from .model import GPT2, loss_fn, model
+from .optim import Optimizer, clip_by_global_norm
+
+PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What the compiled step needs to know, fixed for a run."""
+
+    batch_size: int = 1
+    window: int = 1024  # input tokens per row; rows hold window + 1 tokens
+    accumulate: int = 1  # micro-batches per update; their gradients are averaged
+    noise: float = 0.0
+    precision: str = "fp32"
+    recompute: bool = False  # memory-saving gradients: recompute each block in the backward pass
+    grad_clip: float = 0.0  # global-norm clip; 0 = off
+    seed: int = 0
+    jit: bool = False  # XLA; measured slower than the plain graph on CPU (see bench/train.py)
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise UserError(f"--batch_size must be > 0, got {self.batch_size}")
+        if self.accumulate <= 0:
+            raise UserError(f"--accumulate_gradients must be > 0, got {self.accumulate}")
+        if not 0.0 <= self.noise < 1.0:
+            raise UserError(f"--noise must be in [0, 1), got {self.noise}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        if self.grad_clip < 0:
+            raise UserError(f"--grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+
+
+def add_noise(tokens: tf.Tensor, p: float, n_vocab: int, seed: tf.Tensor) -> tf.Tensor:
+    """Replace each token by a uniform random id in [0, n_vocab) with probability `p` (stateless)."""
+    seed2 = tf.stack([seed[0] + 1, seed[1]])
+    hit = tf.random.stateless_uniform(tf.shape(tokens), seed) < p
+    ids = tf.random.stateless_uniform(tf.shape(tokens), seed2, minval=0, maxval=n_vocab,
+                                      dtype=tf.int32)
+    return tf.where(hit, ids, tokens)
+
+
+class TrainStep:
+    """`step(tokens, lr, step) -> (loss, grad_norm)`: one update of `optimizer.weights`.
+
+    `tokens` is int32 `[accumulate, batch, window + 1]`; `lr` the rate of this update; `step` the
+    number of updates completed before it (for Adam's bias correction and the noise seed).
+    """
+
+    def __init__(self, gpt: GPT2, optimizer: Optimizer, cfg: StepConfig):
+        self.gpt, self.optimizer, self.cfg = gpt, optimizer, cfg
+        self.hp = gpt.hparams
+        self.dtype = PRECISIONS[cfg.precision]
+        self.names = list(optimizer.weights)
+        shape = [cfg.accumulate, cfg.batch_size, cfg.window + 1]
+        self.step = tf.function(
+            self._step, jit_compile=cfg.jit, reduce_retracing=False,
+            input_signature=[tf.TensorSpec(shape, tf.int32), tf.TensorSpec([], tf.float32),
+                             tf.TensorSpec([], tf.int64)])
+
+    def __call__(self, tokens: np.ndarray, lr: float, step: int) -> tuple[float, float]:
+        loss, norm = self.step(tf.constant(tokens, tf.int32), tf.constant(lr, tf.float32),
+                               tf.constant(step, tf.int64))
+        return float(loss), float(norm)
+
+    def tracing_count(self) -> int:
+        return self.step.experimental_get_tracing_count()
+
+    def _loss_and_grads(self, rows: tf.Tensor, seed: tf.Tensor):
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        if self.cfg.noise > 0:
+            inputs = add_noise(inputs, self.cfg.noise, self.hp.n_vocab, seed)
+        with tf.GradientTape() as tape:
+            logits, _ = model(self.gpt.params(), inputs, self.hp, dtype=self.dtype,
+                              recompute=self.cfg.recompute)
+            loss = loss_fn(logits, targets)
+        grads = tape.gradient(loss, [self.optimizer.weights[n] for n in self.names])
+        # The embedding's gradient arrives as a sum of a dense part (output projection) and
+        # IndexedSlices (the lookup); make every gradient a plain dense tensor.
+        return loss, [tf.convert_to_tensor(g) for g in grads]
+
+    def grads(self, tokens: tf.Tensor, step: tf.Tensor):
+        """Mean loss and gradients (one per trained weight, in `self.names` order) over the
+        `accumulate` micro-batches of `tokens` [accumulate, batch, window + 1]."""
+        n = self.cfg.accumulate
+        seed0 = tf.cast(self.cfg.seed, tf.int64) * 2
+        if n == 1:
+            return self._loss_and_grads(tokens[0], tf.stack([seed0, step]))
+
+        def body(i, loss_sum, grad_sums):
+            seed = tf.stack([seed0, step * n + tf.cast(i, tf.int64)])
+            loss, grads = self._loss_and_grads(tokens[i], seed)
+            return i + 1, loss_sum + loss, [s + g for s, g in zip(grad_sums, grads, strict=True)]
+
+        zeros = [tf.zeros_like(self.optimizer.weights[name]) for name in self.names]
+        _, loss, grads = tf.while_loop(lambda i, *_: i < n, body, (0, tf.constant(0.0), zeros))
+        return loss / n, [g / n for g in grads]
+
+    def clip(self, grads: dict) -> tuple[dict, tf.Tensor]:
+        return clip_by_global_norm(grads, self.cfg.grad_clip)
+
+    def _step(self, tokens: tf.Tensor, lr: tf.Tensor, step: tf.Tensor):
+        loss, grads = self.grads(tokens, step)
+        grads, norm = self.clip(dict(zip(self.names, grads, strict=True)))
+        self.optimizer.apply(grads, lr, step)
+        return loss, norm
+
+
+class EvalLoss:
+    """Compiled mean loss of `[batch, window + 1]` rows, no gradients (for validation)."""
+
+    def __init__(self, gpt: GPT2, batch_size: int, window: int, precision: str = "fp32"):
+        self.gpt, self.dtype = gpt, PRECISIONS[precision]
+        self.fn = tf.function(self._loss, input_signature=[
+            tf.TensorSpec([batch_size, window + 1], tf.int32)])
+
+    def _loss(self, rows):
+        logits, _ = model(self.gpt.params(), rows[:, :-1], self.gpt.hparams, dtype=self.dtype)
+        return loss_fn(logits, rows[:, 1:])
+
+    def __call__(self, rows: np.ndarray) -> float:
+        return float(self.fn(tf.constant(rows, tf.int32)))

@@ -1,0 +1,298 @@
+"""The training loop: a plain, ordered Python loop around one compiled step.
+
+Order of one iteration (nanoGPT's), with N = completed updates:
+  stop? (Ctrl+C/SIGTERM, or --steps reached) -> save / sample / validate when N is a multiple of
+  their interval -> one update on a fresh batch -> N += 1 -> log `[N | elapsed] loss=.. avg=..`.
+On the way out it saves model-N (unless just saved), so Ctrl+C, SIGTERM and --steps never lose work.
+
+Everything random is seeded from one `--seed` (random when not given, logged and saved): the data
+sampler (its state is saved), the noise in the step (stateless, seeded by seed and step), sample
+prompts and sample generation (seeded by seed and N). A resumed run therefore continues exactly as
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from . import runfolder
+from .dataset import Sampler, load_dataset
+from .errors import UserError
+from .hparams import HParams
+from .model import GPT2
+from .optim import Optimizer, Schedule
+from .train import EvalLoss, StepConfig, TrainStep
+from .training_samples import SampleWriter
+
+logger = logging.getLogger(__name__)
+
+# TensorBoard's scalar format, written with core TF (the tensorboard package is not needed).
+_SCALAR = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR)
+
+
+def scalar(name: str, value: float, step: int) -> None:
+    """Log one TensorBoard scalar to the default summary writer."""
+    tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=_SCALAR)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; the flags of train.py (see its docstring)."""
+
+    dataset: str
+    model_name: str = "124M"
+    models_dir: str = "src/models"
+    combine: int = 50000
+    encoding: str = "utf-8"
+    batch_size: int = 1
+    learning_rate: float = 2e-5
+    accumulate_gradients: int = 1
+    memory_saving_gradients: bool = False
+    only_train_transformer_layers: bool = False
+    optimizer: str = "adam"
+    noise: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.0
+    restore_from: str = "latest"
+    run_name: str = "run1"
+    sample_every: int = 100
+    sample_length: int | None = None  # None: n_ctx - 1 (1023 for GPT-2)
+    sample_num: int = 1
+    save_every: int = 1000
+    val_dataset: str | None = None
+    val_batch_size: int = 2
+    val_batch_count: int = 40
+    val_every: int = 0
+    steps: int | None = None  # None: until Ctrl+C
+    seed: int | None = None
+    max_checkpoints: int = 5
+    print_every: int = 1
+    checkpoint_dir: str = "checkpoint"
+    sample_dir: str = "samples"
+    warmup_steps: int = 0
+    lr_decay: str = "none"
+    lr_decay_steps: int | None = None  # None: --steps
+    min_lr: float = 0.0
+    grad_clip: float = 0.0
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    xla: bool = False
+
+    def check(self) -> None:
+        """One-line UserErrors for flags that cannot work, before anything slow happens."""
+        positive = ("batch_size", "accumulate_gradients", "sample_num", "save_every", "sample_every",
+                    "val_batch_size", "val_batch_count", "print_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
+        for name in ("val_every", "max_checkpoints", "top_k", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 0:
+            raise UserError(f"--steps must be >= 0 (or -1 for until Ctrl+C), got {self.steps}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise UserError(f"--top_p must be between 0 and 1, got {self.top_p}")
+        if self.sample_length is not None and self.sample_length <= 0:
+            raise UserError(f"--sample_length must be > 0, got {self.sample_length}")
+        if "/" in self.run_name or self.run_name in ("", ".", ".."):
+            raise UserError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+        self.schedule()  # validates learning rate, warm-up and decay
+        StepConfig(batch_size=self.batch_size, accumulate=self.accumulate_gradients,
+                   noise=self.noise, precision=self.precision, grad_clip=self.grad_clip)
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.learning_rate, self.warmup_steps, self.lr_decay,
+                        self.lr_decay_steps or self.steps or 0, self.min_lr)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set `requested`; the loop stops after the current step and saves. While the
+    final save runs, further signals are only acknowledged (the save is atomic anyway)."""
+
+    def __init__(self):
+        self.requested = False
+        self.saving = False
+        self._old = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.saving:
+            logger.warning("%s: still saving, please wait", name)
+        elif self.requested:
+            logger.warning("%s: already stopping: finishing this step, then saving", name)
+        else:
+            logger.warning("%s: stopping after this step and saving", name)
+        self.requested = True
+
+    def __enter__(self) -> StopFlag:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> dict:
+    """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples)."""
+    cfg.check()
+    run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
+    lock = runfolder.RunLock(run_dir)
+    try:
+        return _train(cfg, run_dir, on_sample)
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
+    src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
+    hp = HParams.from_json(src / "hparams.json")
+    sample_length = cfg.sample_length or hp.n_ctx - 1
+    if sample_length > hp.n_ctx - 1:
+        raise UserError(f"--sample_length {sample_length} is too long: the model has {hp.n_ctx} "
+                        f"positions (one for the prompt token), use at most {hp.n_ctx - 1}")
+    base = _base_folder(cfg)
+    start = runfolder.find_start(cfg.restore_from, run_dir, base, hp)
+    chunks = load_dataset(cfg.dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    tokens = sum(len(c) for c in chunks)
+    logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
+    window = _window(max(len(c) for c in chunks), hp.n_ctx)
+    runfolder.copy_model_files(src, run_dir, hp)
+
+    saved = start.extra.get("train/seed")
+    saved = int(saved) if saved is not None else None
+    seed = cfg.seed if cfg.seed is not None else saved if saved is not None else secrets.randbelow(2**31)
+    sampler = Sampler(chunks, seed=seed)
+    sampler_state = runfolder.state_text(start.extra, "train/sampler")
+    if sampler_state and seed == saved:  # continue the run's data order exactly
+        sampler.set_state(json.loads(sampler_state))
+
+    gpt = GPT2(hp, start.weights, seed=seed)
+    trained = {n: v for n, v in gpt.weights.items()
+               if not cfg.only_train_transformer_layers or "/h" in n}
+    optimizer = Optimizer(cfg.optimizer, trained, weight_decay=cfg.weight_decay)
+    if start.prefix and not optimizer.restore(start.extra) and cfg.optimizer != "sgd":
+        logger.info("%s has no %s state for these weights: optimizer starts from zero",
+                    runfolder.relpath(start.prefix), cfg.optimizer)
+    step_cfg = StepConfig(batch_size=cfg.batch_size, window=window,
+                          accumulate=cfg.accumulate_gradients, noise=cfg.noise,
+                          precision=cfg.precision, recompute=cfg.memory_saving_gradients,
+                          grad_clip=cfg.grad_clip, seed=seed, jit=cfg.xla)
+    step_fn = TrainStep(gpt, optimizer, step_cfg)
+    schedule = cfg.schedule()
+    validate = _validation(cfg, gpt, chunks, src, hp, window)
+    samples = SampleWriter(gpt, src, Path(cfg.sample_dir).expanduser() / cfg.run_name,
+                           seed=seed, length=sample_length, num=cfg.sample_num,
+                           batch_size=cfg.batch_size, top_k=cfg.top_k, top_p=cfg.top_p,
+                           precision=cfg.precision, encoding=cfg.encoding, on_sample=on_sample)
+    writer = tf.summary.create_file_writer(str(run_dir))
+
+    counter = first = start.step
+    avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
+    logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
+                cfg.run_name, start.describe(), seed, cfg.batch_size * cfg.accumulate_gradients,
+                window, cfg.optimizer, cfg.precision)
+
+    def save() -> str:
+        prefix = runfolder.save(
+            run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
+            seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
+            max_to_keep=cfg.max_checkpoints)
+        logger.info("saved %s", runfolder.relpath(prefix))
+        return prefix
+
+    last_saved, loss, t0 = None, float("nan"), time.time()
+    with StopFlag() as stop, writer.as_default():
+        while True:
+            if stop.requested or (cfg.steps is not None and counter - first >= cfg.steps):
+                break
+            if counter > first and counter % cfg.save_every == 0:
+                last_saved = (save(), counter)
+            if counter > first and counter % cfg.sample_every == 0:
+                samples.write(counter, sampler)
+            if cfg.val_every and (counter % cfg.val_every == 0 or counter == first):
+                val = validate()
+                scalar("val_loss", val, counter)
+                logger.info("[%d | %.2f] validation loss = %.4f", counter, time.time() - t0, val)
+            if stop.requested:
+                break
+            batch = np.stack([sampler.sample_batch(cfg.batch_size, window + 1)
+                              for _ in range(cfg.accumulate_gradients)])
+            lr = schedule(counter)
+            if counter == first:
+                logger.info("compiling the training step (the first step is slow)...")
+            t = time.time()
+            loss, norm = step_fn(batch, lr, counter)
+            elapsed = time.time() - t
+            counter += 1
+            avg = (avg[0] * 0.99 + loss, avg[1] * 0.99 + 1.0)
+            tok_s = batch[..., 1:].size / elapsed
+            for name, value in (("loss", loss), ("learning_rate", lr), ("tokens_per_sec", tok_s)):
+                scalar(name, value, counter)
+            if counter % cfg.print_every == 0:
+                logger.info("[%d | %.2f] loss=%.4f avg=%.4f tokens/s=%.0f%s", counter,
+                            time.time() - t0, loss, avg[0] / avg[1], tok_s,
+                            f" lr={lr:.3g}" if schedule.decay != "none" or cfg.warmup_steps else "")
+            if not np.isfinite(loss):
+                raise UserError(f"loss is {loss} at step {counter}: training diverged (lower "
+                                f"--learning_rate or set --grad_clip); last checkpoint "
+                                f"{last_saved[0] if last_saved else 'none'} is intact")
+        stop.saving = True
+        prefix = save() if not last_saved or last_saved[1] != counter else last_saved[0]
+    writer.flush()
+    return {"steps": counter - first, "step": counter, "loss": loss,
+            "checkpoint": runfolder.relpath(prefix), "samples": runfolder.relpath(samples.folder),
+            "seed": seed}
+
+
+def _base_folder(cfg: TrainConfig) -> Path | None:
+    """The base model folder if it exists (a continued run may have lost it: that's fine)."""
+    try:
+        from .folders import model_dir
+
+        return model_dir(cfg.models_dir, cfg.model_name)
+    except UserError:
+        if cfg.restore_from == "fresh":
+            raise
+        return None
+
+
+def _window(longest_chunk: int, n_ctx: int) -> int:
+    """Input tokens per row: n_ctx, or less for a corpus whose chunks are all shorter."""
+    if longest_chunk < 2:
+        raise UserError("the dataset has no chunk of 2 tokens or more: nothing to learn from")
+    window = min(n_ctx, longest_chunk - 1)
+    if window < n_ctx:
+        logger.warning("warning: the longest chunk of the dataset has %d tokens: training on "
+                       "%d-token windows instead of %d", longest_chunk, window, n_ctx)
+    return window
+
+
+def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, window: int):
+    """A function returning the mean loss over fixed validation windows (classic: seed 1)."""
+    if not cfg.val_every:
+        return None
+    val_chunks = chunks if cfg.val_dataset is None else load_dataset(
+        cfg.val_dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    val_window = min(window, max(len(c) for c in val_chunks) - 1)
+    if val_window < 1:
+        raise UserError(f"{cfg.val_dataset}: no chunk of 2 tokens or more to validate on")
+    fixed = Sampler(val_chunks, seed=1)
+    batches = [fixed.sample_batch(cfg.val_batch_size, val_window + 1)
+               for _ in range(cfg.val_batch_count)]
+    loss = EvalLoss(gpt, cfg.val_batch_size, val_window, cfg.precision)
+    return lambda: float(np.mean([loss(b) for b in batches]))
