@@ -217,7 +217,6 @@ def load_dataset(
     return chunks
 
 
-
 def encode_to_npz(
     in_text: str | Path,
     out_npz: str | Path,
@@ -229,8 +228,10 @@ def encode_to_npz(
     workers: int | None = None,
     on_bytes=None,
 ) -> Stats:
-    """Encode a text file, folder or glob into a token archive; nothing appears at `out_npz`
-    unless it all worked. Returns the counts for the summary line."""
+    """Encode a text file, folder or glob into the token archive `out_npz` (what encode.py does).
+
+    Nothing appears at `out_npz` unless everything worked. Returns the counts for the summary.
+    """
     files = list_files(in_text)
     archives = [f for f in files if f.suffix == ".npz"]
     if archives:
