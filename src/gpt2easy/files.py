@@ -15,6 +15,12 @@ from pathlib import Path
 from .errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename inside `folder` durable (no-op where directories can't be opened)."""
     try:
@@ -45,6 +51,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the user's usual mode
     try:
         yield tmp
         with open(tmp, "rb+") as f:
