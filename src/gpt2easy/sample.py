@@ -1,0 +1,244 @@
+"""Samples as text: flag checks, the n_ctx rule, seeds, stop strings and streaming, for the scripts.
+
+The compiled part is `generate.Generator` (token ids); this module turns ids into text row by row:
+- A row finishes at `<|endoftext|>` (when `stop_at_endoftext`, the token itself is not shown) or at
+  the first of the user's `stop` strings (the text is cut just before it; the stop string is not
+  shown). Rows of a batch finish independently; the batch ends when every row has.
+- Streaming: the first row of each batch is shown as it is generated; the other rows of the batch
+  come out whole once the batch is done. Text that could still turn out to be the start of a stop
+  string is held back until it cannot.
+- The n_ctx rule: the last new token is never fed back, so a prompt of P tokens leaves room for
+  `n_ctx + 1 - P` new ones. A longer prompt keeps its last `n_ctx + 1 - length` tokens, with a
+  warning; `--length` above n_ctx is an error.
+- Seeds: no seed means a random one (logged at debug level). The token at position t of batch b
+  of a prompt draws its noise from the stateless seed (seed, b * 2**20 + t), so the same seed and flags give the same text every time, in any
+  process, whatever ran before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Iterator
+
+import numpy as np
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+ENDOFTEXT = 50256
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to sample: the sampling controls of the command line, checked."""
+
+    length: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    stop_at_endoftext: bool = True
+    seed: int = 0
+
+    def controls(self, stream: int, eos: int = ENDOFTEXT):
+        from .generate import Controls
+
+        return Controls.make(
+            seed=(self.seed, stream << 20),  # the step adds the position (< 2**20)
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            penalty=self.repetition_penalty,
+            eos=eos if self.stop_at_endoftext else -1,
+        )
+
+
+def _number(name: str, value, kind: type):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"--{name} must be a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise UserError(f"--{name} must be a whole number, got {value!r}")
+    return kind(value)
+
+
+def check_flags(*, nsamples, batch_size, length, temperature, top_k, top_p, repetition_penalty,
+                precision, seed=None, forever_ok=False) -> None:  # fmt: skip
+    """Raise a one-line UserError for the first bad sampling flag (before any model is loaded)."""
+    batch_size = _number("batch_size", batch_size, int)
+    nsamples = _number("nsamples", nsamples, int)
+    if batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+    if nsamples < 0 or (nsamples == 0 and not forever_ok):
+        least = 0 if forever_ok else 1
+        raise UserError(f"--nsamples must be at least {least}, got {nsamples}")
+    if nsamples % batch_size:
+        raise UserError(
+            f"--nsamples ({nsamples}) must be a multiple of --batch_size ({batch_size})"
+        )
+    if length is not None and _number("length", length, int) < 1:
+        raise UserError(f"--length must be at least 1, got {length}")
+    if _number("temperature", temperature, float) < 0:
+        raise UserError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if _number("top_k", top_k, int) < 0:
+        raise UserError(f"--top_k must be 0 (off) or more, got {top_k}")
+    if not 0 <= _number("top_p", top_p, float) <= 1:
+        raise UserError(f"--top_p must be between 0 and 1 (0 or 1 = off), got {top_p}")
+    if _number("repetition_penalty", repetition_penalty, float) <= 0:
+        raise UserError(f"--repetition_penalty must be above 0 (1 = off), got {repetition_penalty}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be fp32 or bf16, got {precision!r}")
+    if seed is not None:
+        _number("seed", seed, int)
+
+
+def pick_seed(seed: int | None) -> int:
+    """The user's seed, or a random one (logged at debug level so a run can be repeated)."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+        logger.debug("seed: %d (pass --seed %d to repeat)", seed, seed)
+    return int(seed) % 2**63
+
+
+def resolve_length(length: int | None, default: int, n_ctx: int) -> int:
+    """`--length`, or the script's default; never above n_ctx."""
+    length = default if length is None else int(length)
+    if length > n_ctx:
+        raise UserError(f"--length must be at most n_ctx ({n_ctx}) for this model, got {length}")
+    return length
+
+
+def fit_prompt(ids: list[int], length: int, n_ctx: int) -> list[int]:
+    """Keep the last tokens of a prompt too long for `length` new tokens (with a warning)."""
+    room = n_ctx + 1 - length
+    if len(ids) > room:
+        logger.warning(
+            "warning: the prompt has %d tokens; with --length %d only the last %d fit in the "
+            "model's context of %d, so the start of the prompt is left out",
+            len(ids), length, room, n_ctx,
+        )  # fmt: skip
+        ids = ids[-room:]
+    return ids
+
+
+class _Row:
+    """One row's text: incremental decoding, the stop strings, and what is safe to show."""
+
+    def __init__(self, encoder, stop: tuple[str, ...]):
+        self.decoder = encoder.stream_decoder()
+        self.stop = stop
+        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.text = ""
+        self.shown = 0
+        self.finished = False
+
+    def add(self, ids: list[int]) -> None:
+        if self.finished:
+            return
+        start = max(0, len(self.text) - self.hold)
+        self.text += self.decoder.feed(ids)
+        self._cut(start)
+
+    def close(self) -> None:
+        if not self.finished:
+            start = max(0, len(self.text) - self.hold)
+            self.text += self.decoder.flush()
+            self._cut(start)
+        self.finished = True
+
+    def _cut(self, start: int) -> None:
+        hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.finished = True
+
+    def take(self) -> str:
+        """The text not shown yet that no stop string can still claim."""
+        end = len(self.text) if self.finished else max(self.shown, len(self.text) - self.hold)
+        piece, self.shown = self.text[self.shown : end], end
+        return piece
+
+
+def load(models_dir: str, model_name: str, run_name, checkpoint, precision: str):
+    """(Generator, encoder, hparams) for the weights the flags name (see checkpoint.open_model)."""
+    from .checkpoint import load_model, open_model
+    from .encoder import get_encoder
+    from .generate import Generator
+
+    hp, folder, prefix = open_model(models_dir, model_name, run_name, checkpoint)
+    encoder = get_encoder(folder)
+    logger.debug("weights: %s; vocabulary: %s", prefix, folder)
+    return Generator(load_model(prefix, hp), precision), encoder, hp
+
+
+def parse_stops(stop) -> tuple[str, ...]:
+    """`--stop` as given by fire (a string, a number, or a list): a tuple of non-empty strings,
+    with the escapes \\n, \\t and \\\\ written on a command line turned into the characters."""
+    if stop is None:
+        return ()
+    items = stop if isinstance(stop, (list, tuple)) else [stop]
+    out = []
+    for item in items:
+        text = str(item)
+        text = text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t")
+        text = text.replace("\0", "\\")
+        if not text:
+            raise UserError("--stop strings must not be empty")
+        out.append(text)
+    return tuple(out)
+
+
+def sample_batch(generator, encoder, prompt: list[int], batch_size: int,
+                 settings: Settings, stream: int) -> Iterator[tuple[int, str, bool]]:  # fmt: skip
+    """Generate one batch from `prompt` (the same ids in every row) and yield text for display:
+    (row, piece, row_finished) — row 0 piece by piece as it is generated, the other rows whole
+    after it, each row ending with a (row, "", True)."""
+    rows = [_Row(encoder, settings.stop) for _ in range(batch_size)]
+    finished = np.zeros(batch_size, bool)
+    eos = ENDOFTEXT if settings.stop_at_endoftext else -1
+    prompts = np.array([prompt] * batch_size, dtype=np.int32)
+    steps = generator.generate(prompts, settings.length, settings.controls(stream), finished)
+    yield 0, "", False
+    for tokens, done in steps:
+        for r, row in enumerate(rows):
+            if not row.finished:
+                if tokens[r] == eos:
+                    row.close()
+                else:
+                    row.add([int(tokens[r])])
+                if done[r]:
+                    row.close()
+            finished[r] = row.finished
+        piece = rows[0].take()
+        if piece:
+            yield 0, piece, False
+    for r, row in enumerate(rows):
+        row.close()
+        piece = row.take()
+        if piece or r > 0:
+            yield r, piece, False
+        yield r, "", True
+
+
+def banner(number: int) -> str:
+    """The classic separator before sample `number` (1-based)."""
+    return "=" * 40 + f" SAMPLE {number} " + "=" * 40
+
+
+def stream_samples(generator, encoder, prompt: list[int], batch_size: int, settings: Settings,
+                   stream: int, first_number: int, out) -> list[str]:  # fmt: skip
+    """Write one batch to `out` under classic banners (numbered from `first_number`), streaming
+    the first row; return the rows' texts."""
+    texts: dict[int, str] = {}
+    for row, piece, end in sample_batch(generator, encoder, prompt, batch_size, settings, stream):
+        if row not in texts:
+            texts[row] = ""
+            out.write(banner(first_number + row) + "\n")
+        texts[row] += piece
+        out.write(piece + ("\n" if end else ""))
+        out.flush()
+    return [texts[r] for r in range(batch_size)]
