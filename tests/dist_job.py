@@ -51,6 +51,7 @@ def main() -> int:
 
     from gpt2easy import distribute
     from gpt2easy.checkpoint import write_checkpoint
+    from gpt2easy.errors import UserError
     from gpt2easy.hparams import HParams
     from gpt2easy.model import GPT2, loss_fn, model
 
@@ -98,9 +99,11 @@ def main() -> int:
 
     train = distribute.TrainStep(strategy, gpt.weights, grads_fn, apply, batch_size=args.batch_size,
                                  accumulate=args.accumulate, window=window, clip=clip)
-    evaluate = distribute.EvalLoss(
-        strategy, lambda rows: loss_fn(model(gpt.params(), rows[:, :-1], hp, dtype=dtype)[0],
-                                       rows[:, 1:]), batch_size=args.batch_size, window=window)
+    def row_losses(rows):
+        logits = model(gpt.params(), rows[:, :-1], hp, dtype=dtype)[0]
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(rows[:, 1:], logits), 1)
+
+    evaluate = distribute.EvalLoss(strategy, row_losses, batch_size=args.batch_size, window=window)
 
     corpus = np.random.default_rng(0).integers(0, hp.n_vocab, size=5000).astype(np.int32)
     rng = np.random.default_rng(args.seed)  # the same draws on every worker
@@ -110,7 +113,17 @@ def main() -> int:
         starts = rng.integers(0, len(corpus) - window - 1, size=shape)
         return corpus[starts[..., None] + np.arange(window + 1)]
 
-    val_rows = draw((global_rows,))
+    val_rows = draw((5,))  # not a multiple of the global batch: the last one is padded
+    index = int(os.environ.get("TF_CONFIG") and json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+                or 0)
+    probe = distribute.broadcast_from_chief(
+        strategy, {"x": np.full(3, index + 0.5, np.float32), "n": np.int64(41 + index)})
+    distribute.check_same_start(strategy, seed=args.seed, step=0)
+    try:  # a worker that differs from the chief is told so (the chief never differs from itself)
+        distribute.check_same_start(strategy, probe=index)
+        mismatch = None
+    except UserError as e:
+        mismatch = str(e)
     losses, norms, done, status, written = [], [], 0, "finished", []
     with distribute.StopRequest() as stop:
         try:
@@ -138,7 +151,8 @@ def main() -> int:
              traces=train.tracing_count(), **{f"w/{n}": v for n, v in weights.items()})
     Path(args.out + ".json").write_text(json.dumps(
         {"chief": chief, "status": status, "steps": done, "written": written,
-         "replicas": replicas}))
+         "replicas": replicas, "probe": [probe["x"].tolist(), int(probe["n"])],
+         "mismatch": mismatch}))
     return 0
 
 

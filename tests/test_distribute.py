@@ -103,17 +103,24 @@ def test_default_strategy_step_is_plain_sgd_with_averaged_micro_batches():
     assert step.tracing_count() == 1
 
 
-def test_eval_and_split_under_default_strategy():
+def test_eval_is_the_mean_over_exactly_the_rows_given():
     import tensorflow as tf
 
     strategy = distribute.make_strategy("default")
-    rows = np.arange(12, dtype=np.int32).reshape(3, 4)
-    ev = distribute.EvalLoss(strategy, lambda r: tf.reduce_mean(tf.cast(r, tf.float32)),
-                             batch_size=3, window=3)
+    rows = np.arange(20, dtype=np.int32).reshape(5, 4)  # 5 rows in batches of 2: one is padded
+    ev = distribute.EvalLoss(strategy, lambda r: tf.reduce_mean(tf.cast(r, tf.float32), axis=1),
+                             batch_size=2, window=3)
     assert ev(rows) == pytest.approx(rows.mean())
+    assert ev(rows[:2]) == pytest.approx(rows[:2].mean())
+
+
+def test_split_and_broadcast_under_default_strategy():
+    strategy = distribute.make_strategy("default")
+    rows = np.arange(12, dtype=np.int32).reshape(3, 4)
     np.testing.assert_array_equal(distribute.distribute_batch(strategy, rows, axis=0), rows)
     values = {"w": np.ones(3, np.float32), "train/step": np.int64(7)}
     assert distribute.broadcast_from_chief(strategy, values) == values
+    distribute.check_same_start(strategy, step=3)  # one worker: nothing to compare
 
 
 def test_stop_request_turns_signals_into_a_flag():
@@ -236,6 +243,11 @@ def test_multi_worker_on_two_processes_equals_one_process(runs):
     for i in range(2):
         worker, info = result(runs, f"worker{i}")
         assert info["replicas"] == 2 and info["status"] == "finished" and worker["traces"] == 1
+        assert info["probe"] == [[0.5, 0.5, 0.5], 41]  # the chief's values reached both
+        if i == 0:
+            assert info["mismatch"] is None
+        else:
+            assert "does not start where the chief does: probe 1 (chief: 0)" in info["mismatch"]
         assert_same_training(single, worker)
 
 

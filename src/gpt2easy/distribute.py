@@ -284,28 +284,43 @@ class TrainStep:
 
 
 class EvalLoss:
-    """Mean loss of a global batch `[R * B, T + 1]` under the strategy (for validation).
+    """Mean loss over any number of rows `[N, T + 1]` under the strategy (for validation).
 
-    loss_fn(rows [B, T + 1]) -> scalar mean loss, per replica. Every worker must call it with the
-    same rows, like the train step.
+    row_losses(rows [B, T + 1]) -> [B] mean loss of each row, per replica. The rows go through
+    the replicas in global batches of R * B; the last one is padded with copies of row 0 that
+    are masked out, so the result is the mean over exactly the N rows given (equal to the mean of
+    the batch means when the rows come in equal batches), whatever R is. Every worker must call
+    it with the same rows, like the train step.
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy, loss_fn: Callable, *, batch_size: int,
+    def __init__(self, strategy: tf.distribute.Strategy, row_losses: Callable, *, batch_size: int,
                  window: int):
-        self.strategy, self.loss_fn, self.batch_size = strategy, loss_fn, batch_size
-        shape = [batch_size * num_replicas(strategy), window + 1]
-        self.fn = tf.function(self._loss, autograph=False, input_signature=[tf.TensorSpec(shape, tf.int32)])
+        self.strategy, self.row_losses, self.batch_size = strategy, row_losses, batch_size
+        self.rows = batch_size * num_replicas(strategy)
+        self.fn = tf.function(self._sum, autograph=False, input_signature=[
+            tf.TensorSpec([self.rows, window + 1], tf.int32), tf.TensorSpec([self.rows], tf.float32)])
 
-    def _replica(self, rows):
-        loss = self.loss_fn(replica_slice(rows, self.batch_size, axis=0))
-        ctx = tf.distribute.get_replica_context()
-        return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, tf.cast(loss, tf.float32))
+    def _replica(self, rows, mask):
+        losses = self.row_losses(replica_slice(rows, self.batch_size, axis=0))
+        mine = tf.reduce_sum(tf.cast(losses, tf.float32) * replica_slice(mask, self.batch_size, 0))
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, mine)
 
-    def _loss(self, rows):
-        return first_local(self.strategy, self.strategy.run(self._replica, args=(rows,)))
+    def _sum(self, rows, mask):
+        return first_local(self.strategy, self.strategy.run(self._replica, args=(rows, mask)))
 
     def __call__(self, rows: np.ndarray) -> float:
-        return float(self.fn(tf.constant(rows, tf.int32)))
+        rows = np.asarray(rows, np.int32)
+        n = len(rows)
+        if n == 0:
+            raise ValueError("EvalLoss needs at least one row")
+        pad = -n % self.rows
+        padded = np.concatenate([rows, np.repeat(rows[:1], pad, axis=0)]) if pad else rows
+        mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        total = 0.0
+        for i in range(0, len(padded), self.rows):
+            total += float(self.fn(tf.constant(padded[i:i + self.rows]),
+                                   tf.constant(mask[i:i + self.rows])))
+        return total / n
 
 
 # --- state shared from the chief -------------------------------------------------------------
@@ -328,18 +343,38 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy,
             for n in names}
 
     @tf.function(autograph=False)
-    def run():
-        def replica():
+    def run(parts):  # arguments, not constants: the graph stays small for big weights
+        def replica(parts):
             ctx = tf.distribute.get_replica_context()
             mine = tf.equal(ctx.replica_id_in_sync_group, 0)
-            parts = [tf.where(mine, tf.constant(wire[n]), tf.zeros_like(tf.constant(wire[n])))
-                     for n in names]
-            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, parts)
+            parts = [tf.where(mine, p, tf.zeros_like(p)) for p in parts]
+            out = list(parts)
+            for dtype in {p.dtype for p in parts}:  # one batched collective per dtype
+                idx = [i for i, p in enumerate(parts) if p.dtype == dtype]
+                summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [parts[i] for i in idx])
+                for i, v in zip(idx, summed, strict=True):
+                    out[i] = v
+            return out
 
-        return first_local(strategy, strategy.run(replica))
+        return first_local(strategy, strategy.run(replica, args=(parts,)))
 
-    out = run()
+    out = run([tf.constant(wire[n]) for n in names])
     return {n: v.numpy().astype(dtypes[n]) for n, v in zip(names, out, strict=True)}
+
+
+def check_same_start(strategy: tf.distribute.Strategy, **values: int) -> None:
+    """Fail on every worker, with one line, unless all start from the chief's loop state (e.g.
+    step, seed, a checksum of the data sampler's state): workers that resumed from different
+    checkpoints would silently train on different data."""
+    if num_workers(strategy) == 1:
+        return
+    mine = {k: np.int64(v) for k, v in values.items()}
+    chief = broadcast_from_chief(strategy, mine)
+    differ = [f"{k} {int(mine[k])} (chief: {int(chief[k])})" for k in mine if chief[k] != mine[k]]
+    if differ:
+        raise UserError(f"this worker does not start where the chief does: {', '.join(differ)}; "
+                        f"give every worker the same run folder (a shared file system, or a copy "
+                        f"of the chief's) and the same flags")
 
 
 def read_values(variables: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
