@@ -218,12 +218,15 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
     last_saved, loss, t0 = None, float("nan"), time.time()
     with StopFlag() as stop, writer.as_default():
         while True:
-            if stop.requested or (cfg.steps is not None and counter - first >= cfg.steps):
+            if stop.requested:  # Ctrl+C/SIGTERM: save at once, no samples
                 break
-            if counter > first and counter % cfg.save_every == 0:
+            final = cfg.steps is not None and counter - first >= cfg.steps
+            if counter > first and (counter % cfg.save_every == 0 or final):
                 last_saved = (save(), counter)
             if counter > first and counter % cfg.sample_every == 0:
                 samples.write(counter, sampler)
+            if final:
+                break
             if cfg.val_every and (counter % cfg.val_every == 0 or counter == first):
                 val = validate()
                 scalar("val_loss", val, counter)

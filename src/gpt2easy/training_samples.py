@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from .encoder import get_encoder
 from .files import atomic_write_bytes
-from .generate import CHUNK, Generator
+from .generate import Controls, Generator
 from .model import GPT2
 
 logger = logging.getLogger(__name__)
@@ -47,16 +46,9 @@ class SampleWriter:
         """[batch_size, 1 + length] token ids: the prompt token and its continuation."""
         gen = self._fresh_generator()
         prompts = np.full([self.batch_size, 1], prompt, np.int32)
-        compiled, state = gen.start(prompts, self.length)
-        out, left = [prompts], self.length
-        while left > 0:
-            n = min(CHUNK, left)
-            state, tokens, count = compiled.chunk(
-                state, tf.constant(n), tf.constant(seed, tf.int64), tf.constant(1.0),
-                tf.constant(self.top_k), tf.constant(self.top_p), tf.constant(1.0), tf.constant(-1))
-            out.append(tokens.numpy()[:, : int(count)])
-            left -= n
-        return np.concatenate(out, axis=1)
+        controls = Controls.make(seed=seed, temperature=1.0, top_k=self.top_k, top_p=self.top_p)
+        tokens = [t for t, _ in gen.generate(prompts, self.length, controls)]
+        return np.concatenate([prompts, np.stack(tokens, axis=1)], axis=1)
 
     def _fresh_generator(self) -> Generator:
         """A generator reading the current weights (its bf16/transposed copies are refreshed)."""
