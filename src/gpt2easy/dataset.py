@@ -8,10 +8,12 @@ vocabulary.
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -132,8 +134,13 @@ def load_npz(path: str | Path, n_vocab: int | None = None) -> list[np.ndarray]:
         for name in names:
             try:
                 arr = archive[name]
-            except (ValueError, zipfile.BadZipFile, EOFError, OSError):
+            except (ValueError, zipfile.BadZipFile, EOFError, OSError, OverflowError, MemoryError,
+                    NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError):
+                # Damaged or odd members: bad headers, shapes too big to allocate, unknown
+                # compression, encryption (zipfile raises all of these, not only BadZipFile).
                 raise UserError(f"{path}: member {name} is damaged or not an array; {hint}") from None
+            if not isinstance(arr, np.ndarray):  # numpy hands back the raw bytes of non-.npy files
+                raise UserError(f"{path}: member {name} is not a .npy array; {hint}")
             if arr.dtype.kind not in "iu" or arr.ndim != 1:
                 raise UserError(
                     f"{path}: member {name} is {arr.dtype} with shape {arr.shape}, not a 1-D array "
