@@ -151,7 +151,7 @@ def load_weights(path: str | Path, hp: HParams) -> tuple[str, dict[str, np.ndarr
         try:
             return prefix, read_weights(prefix, hp)
         except UserError as e:
-            if i + 1 == len(found) or "does not match" in str(e):
+            if i + 1 == len(found) or "does not match hparams.json" in str(e):
                 raise
             logger.warning("warning: skipping %s: %s; falling back to %s", prefix, e, found[i + 1])
     raise AssertionError("unreachable")
