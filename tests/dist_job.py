@@ -119,7 +119,7 @@ def main() -> int:
     probe = distribute.broadcast_from_chief(
         strategy, {"x": np.full(3, index + 0.5, np.float32), "n": np.int64(41 + index)})
     distribute.check_same_start(strategy, seed=args.seed, step=0)
-    try:  # a worker that differs from the chief is told so (the chief never differs from itself)
+    try:  # a worker that differs from the chief: both are told
         distribute.check_same_start(strategy, probe=index)
         mismatch = None
     except UserError as e:

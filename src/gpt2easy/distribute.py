@@ -362,6 +362,22 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy,
     return {n: v.numpy().astype(dtypes[n]) for n, v in zip(names, out, strict=True)}
 
 
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """Whether `flag` is true on any worker (every worker must call this at the same point)."""
+    if num_workers(strategy) == 1:
+        return bool(flag)
+
+    @tf.function(autograph=False)
+    def run(value):
+        def replica(value):
+            ctx = tf.distribute.get_replica_context()
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))  # a local copy
+
+        return first_local(strategy, strategy.run(replica, args=(value,)))
+
+    return float(run(tf.constant(float(bool(flag))))) > 0
+
+
 def check_same_start(strategy: tf.distribute.Strategy, **values: int) -> None:
     """Fail on every worker, with one line, unless all start from the chief's loop state (e.g.
     step, seed, a checksum of the data sampler's state): workers that resumed from different
@@ -371,10 +387,13 @@ def check_same_start(strategy: tf.distribute.Strategy, **values: int) -> None:
     mine = {k: np.int64(v) for k, v in values.items()}
     chief = broadcast_from_chief(strategy, mine)
     differ = [f"{k} {int(mine[k])} (chief: {int(chief[k])})" for k in mine if chief[k] != mine[k]]
-    if differ:
-        raise UserError(f"this worker does not start where the chief does: {', '.join(differ)}; "
-                        f"give every worker the same run folder (a shared file system, or a copy "
-                        f"of the chief's) and the same flags")
+    fix = ("give every worker the same run folder (a shared file system, or a copy of the "
+           "chief's) and the same flags")
+    if any_worker(strategy, bool(differ)):  # so that all stop, not only the odd one
+        if differ:
+            raise UserError(f"this worker does not start where the chief does: "
+                            f"{', '.join(differ)}; {fix}")
+        raise UserError(f"another worker does not start where this one does (see its log); {fix}")
 
 
 def read_values(variables: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
