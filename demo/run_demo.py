@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -55,7 +58,8 @@ FINETUNE = Route("finetune", "124M", "shakespeare-124M", {
 })  # fmt: skip
 # From scratch: the preset model; flags tuned for ~10 minutes on 2 CPU cores (see the README).
 SCRATCH = Route("scratch", "shakespeare-small", "shakespeare-small", {
-    "steps": 1000, "batch_size": 8, "learning_rate": 2e-3,
+    "steps": 1000, "batch_size": 8, "optimizer": "adamw", "learning_rate": 2e-3,
+    "warmup_steps": 50, "lr_decay": "cosine", "min_lr": 1e-4,
     "sample_every": 250, "sample_length": 100, "save_every": 250, "val_every": 250,
     "val_batch_count": 40,
 })  # fmt: skip
@@ -75,37 +79,75 @@ class Demo:
 
     def run(self, script: str, *args: object, input_lines: tuple[str, ...] | None = None,
             check: bool = True) -> int:
-        """Echo `python SCRIPT ARGS` (as the user would type it after activating .venv), run it."""
+        """Echo `python SCRIPT ARGS` (as the user would type it after activating .venv), run it.
+
+        Ctrl+C reaches the command too (same terminal); the demo lets it finish its own way (train.py
+        saves a checkpoint first) and then stops, rather than killing it.
+        """
         argv = [script, *(str(a) for a in args)]
         shown = "python " + shlex.join(argv)
         if input_lines is not None:
-            shown = f"printf {shlex.quote(''.join(line + chr(10) for line in input_lines))} | {shown}"
-            shown = shown.replace(chr(10), "\\n")
+            piped = "".join(line + "\n" for line in input_lines)
+            shown = f"printf {shlex.quote(piped.replace(chr(10), '[NL]'))} | {shown}"
+            shown = shown.replace("[NL]", "\\n")
         self.say(f"+ {shown}")
         stdin = None if input_lines is None else "".join(line + "\n" for line in input_lines)
-        result = subprocess.run([self.python, *argv], cwd=ROOT, input=stdin, text=True, check=False)
-        if check and result.returncode != 0:
-            self.say(f"\ndemo stopped: `{shown}` failed (exit code {result.returncode}, message above)")
-            sys.exit(result.returncode)
-        return result.returncode
+        interrupted = []
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+        try:
+            child = subprocess.Popen([self.python, *argv], cwd=ROOT, text=True,
+                                     stdin=None if stdin is None else subprocess.PIPE)
+            child.communicate(stdin)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            self.say("\ndemo interrupted; run it again to continue where it stopped.")
+            sys.exit(130)
+        if check and child.returncode != 0:
+            self.say(f"\ndemo stopped: `{shown}` failed (exit code {child.returncode}, message above)")
+            sys.exit(child.returncode)
+        return child.returncode
 
 
 def flag_args(flags: dict[str, object]) -> list[str]:
     return [f"--{name}={value}" for name, value in flags.items()]
 
 
+def trained_steps(run_dir: Path) -> int:
+    """Updates done in a run folder: N of the newest `model-N` named by its `checkpoint` file."""
+    try:
+        text = (run_dir / "checkpoint").read_text(encoding="utf-8")
+    except OSError:
+        return 0
+    found = re.search(r'^model_checkpoint_path:\s*"(?:.*/)?model-(\d+)"', text, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def same_model(run_dir: Path, model_dir: Path) -> bool:
+    """Does the run folder hold the same model shape as the model folder (or nothing yet)?"""
+    try:
+        ran = json.loads((run_dir / "hparams.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    try:
+        return ran == json.loads((model_dir / "hparams.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+
+
 def up_to_date(target: Path, sources: list[Path]) -> bool:
     return target.is_file() and all(s.stat().st_mtime <= target.stat().st_mtime for s in sources)
 
 
-def choose_path(demo: Demo, want: str, vocab: str | None, hparams: str) -> Route:
+def choose_path(demo: Demo, want: str, vocab: str | None, hparams: str, base_url: str | None) -> Route:
     """Fine-tune 124M if it is here or downloadable (unless told otherwise); else from scratch."""
     if want in ("auto", "finetune"):
         folder = ROOT / MODELS_DIR / "124M"
         if all((folder / name).is_file() for name in OPENAI_FILES):
             demo.say(f"OpenAI's GPT-2 124M is already in {MODELS_DIR}/124M.")
             return FINETUNE
-        code = demo.run("download_model.py", "124M", check=want == "finetune")
+        mirror = [f"--base_url={base_url}"] if base_url else []
+        code = demo.run("download_model.py", "124M", "--timeout=10", *mirror, check=want == "finetune")
         if code == 0:
             return FINETUNE
         try:
@@ -138,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"hparams.json of the from-scratch model (DEMO_HPARAMS; default {PRESET})")
     parser.add_argument("--length", type=int, default=int(env("DEMO_LENGTH", "120")),
                         help="tokens in each answer to the prompts (DEMO_LENGTH)")
+    parser.add_argument("--base_url", default=env("DEMO_BASE_URL"),
+                        help="a mirror of OpenAI's model storage for download_model.py (DEMO_BASE_URL)")
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs the commands")
     opts = parser.parse_args(argv)
 
@@ -150,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     demo.run("demo/fetch_corpus.py", DATA, *(["--source", opts.data] if opts.data else []))
 
     demo.banner("2/5 Model")
-    path = choose_path(demo, opts.path, opts.vocab, opts.hparams)
+    path = choose_path(demo, opts.path, opts.vocab, opts.hparams, opts.base_url)
     if path.kind == "finetune":
         demo.say(">>> PATH: FINE-TUNING OpenAI's pretrained GPT-2 124M on Shakespeare.")
     else:
@@ -169,13 +213,29 @@ def main(argv: list[str] | None = None) -> None:
 
     demo.banner("4/5 Training (validation on the held-out plays; samples along the way)")
     flags = dict(path.train_flags)
-    if opts.steps:
-        flags["steps"] = opts.steps
-    demo.run("train.py", f"--dataset={DATA}/train.npz", f"--val_dataset={DATA}/val.npz",
-             f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}",
-             f"--run_name={path.run_name}", *flag_args(flags))
+    budget = opts.steps or int(flags["steps"])
+    run_dir = ROOT / "checkpoint" / path.run_name
+    if not same_model(run_dir, ROOT / MODELS_DIR / path.model_name):
+        demo.say(f"checkpoint/{path.run_name} holds a model of another shape than {MODELS_DIR}/"
+                 f"{path.model_name}/hparams.json. Move it away (or delete it) and run the demo again.")
+        sys.exit(1)
+    done = trained_steps(run_dir)
+    if done >= budget:
+        demo.say(f"checkpoint/{path.run_name} has done its {done} steps (budget {budget}): not "
+                 f"training again. To start over: rm -r checkpoint/{path.run_name}")
+    else:
+        if done:
+            demo.say(f"checkpoint/{path.run_name} is at step {done}: training continues to step {budget}.")
+        flags.update(steps=budget - done, lr_decay_steps=budget)
+        if "warmup_steps" in flags:  # a short budget (a test) gets a short warm-up
+            flags["warmup_steps"] = min(int(flags["warmup_steps"]), budget // 4)
+        demo.run("train.py", f"--dataset={DATA}/train.npz", f"--val_dataset={DATA}/val.npz",
+                 f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}",
+                 f"--run_name={path.run_name}", *flag_args(flags))
 
     demo.banner("5/5 Asking the trained model to continue two lines from the held-out plays")
+    for i, prompt in enumerate(PROMPTS, 1):
+        demo.say(f"prompt {i}: {prompt}")
     demo.run("interactive_conditional_samples.py", f"--run_name={path.run_name}",
              f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}",
              f"--length={opts.length}", "--temperature=0.8", "--top_k=40", "--seed=1",
