@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -125,27 +126,34 @@ def main() -> int:
     except UserError as e:
         mismatch = str(e)
     losses, norms, done, status, written = [], [], 0, "finished", []
-    with distribute.StopRequest() as stop:
-        try:
-            for step in range(args.steps):
-                loss, norm, stop_all = train(draw((args.accumulate, global_rows)), 1e-2, step,
-                                             stop.requested)
-                losses.append(loss)
-                norms.append(norm)
-                done = step + 1
-                if args.progress:
-                    Path(args.progress).write_text(str(done))
-                if stop_all:
-                    status = "stopped"
-                    break
-                time.sleep(args.step_sleep)
-        except distribute.PEER_ERRORS as e:
-            status = "peer_failure"
-            print(distribute.peer_failure_message(e), file=sys.stderr)
+    stop = argparse.Namespace(requested=False)  # the trainer's StopFlag, in short
+
+    def request_stop(signum, frame):
+        stop.requested = True
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, request_stop)
+    try:
+        for step in range(args.steps):
+            loss, norm, stop_all = train(draw((args.accumulate, global_rows)), 1e-2, step,
+                                         stop.requested)
+            losses.append(loss)
+            norms.append(norm)
+            done = step + 1
+            if args.progress:
+                Path(args.progress).write_text(str(done))
+            if stop_all:
+                status = "stopped"
+                break
+            time.sleep(args.step_sleep)
+    except distribute.PEER_ERRORS as e:
+        status = "peer_failure"
+        print(distribute.peer_failure_message(e), file=sys.stderr)
     val = evaluate(val_rows) if args.eval and status != "peer_failure" else float("nan")
-    weights = distribute.read_values(gpt.weights)
+    weights = {n: v.numpy() for n, v in gpt.weights.items()}
     if chief and args.run_dir:
-        state = {**weights, **distribute.read_values(slots), "train/step": np.int64(done)}
+        state = {**weights, **{n: v.numpy() for n, v in slots.items()},
+                 "train/step": np.int64(done)}
         written.append(write_checkpoint(args.run_dir, done, state))
     np.savez(args.out, losses=np.array(losses), norms=np.array(norms), val=val,
              traces=train.tracing_count(), **{f"w/{n}": v for n, v in weights.items()})

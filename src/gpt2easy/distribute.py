@@ -14,11 +14,11 @@ The update runs in cross-replica context through `strategy.extended.update`, whe
 assigning a mirrored variable (also `var.handle`, as used by raw optimizer kernels) means the copy
 on the device being updated: an optimizer written over plain `tf.Variable`s works unchanged.
 
-Stopping: a SIGINT/SIGTERM handler (`StopRequest`) only raises a flag; the flag rides on the
-step's all-reduce, so every worker learns at the same step that someone asked to stop, and the job
-ends together after the chief's save. A worker that dies makes the others' collectives fail with one
-of `PEER_ERRORS`; the chief then saves what it has (its weights are those after the last completed
-step) and every survivor exits with one line.
+Stopping: a SIGINT/SIGTERM handler only raises a flag (the trainer's `StopFlag`); the train step
+takes that flag and it rides on the step's all-reduce, so every worker learns at the same step that
+someone asked to stop, and the job ends together after the chief's save. A worker that dies makes
+the others' collectives fail with one of `PEER_ERRORS`; the chief then saves what it has (its
+weights are those after the last completed step) and every survivor exits with one line.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -168,9 +167,11 @@ def describe(strategy: tf.distribute.Strategy, batch_size: int) -> str:
 def replica_slice(tokens: tf.Tensor, batch_size: int, axis: int = -2) -> tf.Tensor:
     """In replica context: this replica's rows `r*B:(r+1)*B` of a global batch along `axis`.
 
-    Feeding the global batch to the compiled step and slicing inside keeps one fixed input
-    signature for every strategy (the step traces once); the token batch is tiny next to the
-    weights, so copying it whole to each device costs nothing measurable.
+    Feeding the global batch to the compiled step and slicing inside (rather than distributing
+    per-replica values with `experimental_distribute_values_from_function`) keeps one fixed input
+    signature for every strategy, so the step traces once and the single-device path is the same
+    code; the token batch is tiny next to the weights, so copying it whole to each device costs
+    nothing measurable.
     """
     r = tf.distribute.get_replica_context().replica_id_in_sync_group
     start = tf.cast(r, tf.int32) * batch_size
@@ -179,22 +180,6 @@ def replica_slice(tokens: tf.Tensor, batch_size: int, axis: int = -2) -> tf.Tens
     size = [-1] * tokens.shape.rank
     begin[axis], size[axis] = start, batch_size
     return tf.slice(tokens, tf.stack(begin), size)
-
-
-def distribute_batch(strategy: tf.distribute.Strategy, tokens: np.ndarray, axis: int = -2):
-    """Eagerly split a global numpy batch into per-replica values (replica r: rows r*B:(r+1)*B),
-    for code that prefers distributed inputs to `replica_slice` inside the step."""
-    r = num_replicas(strategy)
-    axis = axis % tokens.ndim
-    if tokens.shape[axis] % r:
-        raise UserError(f"a global batch of {tokens.shape[axis]} rows does not split over {r} replicas")
-    b = tokens.shape[axis] // r
-
-    def value(ctx):
-        i = ctx.replica_id_in_sync_group
-        return tf.constant(np.take(tokens, range(i * b, (i + 1) * b), axis=axis))
-
-    return strategy.experimental_distribute_values_from_function(value)
 
 
 # --- the step --------------------------------------------------------------------------------
@@ -396,42 +381,7 @@ def check_same_start(strategy: tf.distribute.Strategy, **values: int) -> None:
         raise UserError(f"another worker does not start where this one does (see its log); {fix}")
 
 
-def read_values(variables: dict[str, tf.Variable]) -> dict[str, np.ndarray]:
-    """Variables' values as numpy (a mirrored variable reads its local copy: all are equal)."""
-    return {name: var.numpy() for name, var in variables.items()}
-
-
-# --- stopping --------------------------------------------------------------------------------
-
-
-class StopRequest:
-    """Within `with StopRequest() as stop:`, SIGINT/SIGTERM set `stop.requested` instead of
-    killing the process; the loop passes the flag to the step, which shares it with every worker.
-    A second Ctrl+C raises KeyboardInterrupt at once (a way out of a hung collective)."""
-
-    def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)):
-        self.signals = tuple(signals)
-        self.requested = False
-        self.signal_name = ""
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-        logger.warning("%s received: stopping after this step (the chief saves first)",
-                       self.signal_name)
-
-    def __enter__(self) -> StopRequest:
-        for s in self.signals:
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
+# --- a worker that left --------------------------------------------------------------------------------
 
 
 def peer_failure_message(error: BaseException) -> str:
