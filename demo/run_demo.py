@@ -60,7 +60,7 @@ FINETUNE = Route("finetune", "124M", "shakespeare-124M", {
 SCRATCH = Route("scratch", "shakespeare-small", "shakespeare-small", {
     "steps": 1000, "batch_size": 8, "optimizer": "adamw", "learning_rate": 2e-3,
     "warmup_steps": 50, "lr_decay": "cosine", "min_lr": 1e-4,
-    "sample_every": 250, "sample_length": 100, "save_every": 250, "val_every": 250,
+    "sample_every": 250, "save_every": 250, "val_every": 250,
     "val_batch_count": 40,
 })  # fmt: skip
 
