@@ -1,0 +1,153 @@
+"""The two sampling scripts end to end, in subprocesses, on a tiny random model in OpenAI's layout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpt2easy.checkpoint import write_checkpoint, write_openai_checkpoint
+from gpt2easy.hparams import HParams
+from gpt2easy.model import initial_weights
+
+HP = HParams(n_vocab=50257, n_ctx=32, n_embd=16, n_head=2, n_layer=1)
+BANNER = "=" * 40 + " SAMPLE {} " + "=" * 40
+
+pytestmark = pytest.mark.slow
+
+
+def link_vocab(folder: Path, vocab_dir: Path) -> None:
+    for name in ("encoder.json", "vocab.bpe"):
+        (folder / name).symlink_to(vocab_dir / name)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, vocab_dir) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    folder = root / "tiny"
+    folder.mkdir()
+    HP.to_json(folder / "hparams.json")
+    link_vocab(folder, vocab_dir)
+    write_openai_checkpoint(folder, initial_weights(HP, seed=1))
+    return root
+
+
+def run(script, root, *args, stdin="", cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, str(root / script), *map(str, args)],
+        input=stdin, capture_output=True, text=True, timeout=300, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def interactive(root, models, *args, stdin="Hello\n"):
+    return run("interactive_conditional_samples.py", root, "--models_dir", models,
+               "--model_name", "tiny", *args, stdin=stdin)  # fmt: skip
+
+
+def test_interactive_piped_prompts(root, models):
+    out = interactive(root, models, "--length", 5, "--nsamples", 4, "--batch_size", 2, "--seed", 7,
+                      "--top_k", 10, stdin="Hello\n\nworld\n")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    banners = [line for line in lines if line.startswith("=" * 40)]
+    expected = [BANNER.format(n) for n in range(1, 5)] + ["=" * 80]
+    assert banners == expected * 2  # two prompts (the empty line is skipped), 4 samples each
+    assert "Model prompt" not in out.stdout
+    assert "Traceback" not in out.stderr
+    again = interactive(root, models, "--length", 5, "--nsamples", 4, "--batch_size", 2, "--seed", 7,
+                        "--top_k", 10, stdin="Hello\n\nworld\n")  # fmt: skip
+    assert again.stdout == out.stdout  # same seed, same text
+
+
+def test_interactive_end_of_input_exits_quietly(root, models):
+    out = interactive(root, models, stdin="")
+    assert out.returncode == 0 and out.stdout == "" and "Traceback" not in out.stderr
+
+
+def test_interactive_from_a_run_and_a_chosen_checkpoint(root, models, tmp_path, vocab_dir):
+    run_dir = tmp_path / "checkpoint" / "run1"
+    run_dir.mkdir(parents=True)
+    HP.to_json(run_dir / "hparams.json")
+    link_vocab(run_dir, vocab_dir)
+    write_checkpoint(run_dir, 3, initial_weights(HP, seed=2))
+    newest = write_checkpoint(run_dir, 5, initial_weights(HP, seed=3))
+    args = ("--length", 6, "--temperature", 0)
+    by_run = run("interactive_conditional_samples.py", root, "--run_name", "run1", *args,
+                 stdin="Hi\n", cwd=tmp_path)  # fmt: skip
+    by_prefix = run("interactive_conditional_samples.py", root, "--checkpoint", newest, *args,
+                    stdin="Hi\n", cwd=tmp_path)  # fmt: skip
+    by_step3 = run("interactive_conditional_samples.py", root, "--checkpoint",
+                   run_dir / "model-3", *args, stdin="Hi\n", cwd=tmp_path)  # fmt: skip
+    assert by_run.returncode == 0, by_run.stderr
+    assert by_run.stdout == by_prefix.stdout != by_step3.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--nsamples", 3, "--batch_size", 2), "multiple of --batch_size"),
+        (("--top_p", 2), "--top_p"),
+        (("--temperature", "hot"), "--temperature must be a number"),
+        (("--length", 100), "at most n_ctx (32)"),
+        (("--precision", "fp16"), "--precision"),
+        (("--model_name", "nope"), "available: tiny"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(root, models, args, message):
+    out = interactive(root, models, *args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(own_lines(out.stderr)) == 1, out.stderr
+
+
+def own_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's C++ start-up lines (absl logs them before TF_CPP_MIN_LOG_LEVEL
+    is read; not ours to print, not ours to silence)."""
+    noise = ("I0000 ", "E0000 ", "W0000 ", "WARNING: All log messages before absl")
+    return [line for line in stderr.strip().splitlines() if not line.startswith(noise)]
+
+
+def test_folder_without_checkpoint(root, tmp_path, vocab_dir):
+    (tmp_path / "empty").mkdir()
+    HP.to_json(tmp_path / "empty" / "hparams.json")
+    link_vocab(tmp_path / "empty", vocab_dir)
+    out = interactive(root, tmp_path, "--model_name", "empty")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_unconditional_numbering_and_output_file(root, models, tmp_path):
+    target = tmp_path / "samples.txt"
+    out = run("generate_unconditional_samples.py", root, "--models_dir", models, "--model_name",
+              "tiny", "--nsamples", 4, "--batch_size", 2, "--length", 4, "--seed", 1,
+              "--output", target)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    banners = [line for line in out.stdout.splitlines() if line.startswith("=" * 40)]
+    assert banners == [BANNER.format(n) for n in range(1, 5)]
+    assert target.read_text(encoding="utf-8") == out.stdout
+    assert f"wrote 4 samples to {target}" in out.stderr
+
+
+def test_unconditional_forever_stops_cleanly_on_ctrl_c(root, models, tmp_path):
+    import signal
+    import time
+
+    target = tmp_path / "forever.txt"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "generate_unconditional_samples.py"), "--models_dir",
+         str(models), "--model_name", "tiny", "--length", "3", "--output", str(target)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    seen = ""
+    while time.time() < deadline and BANNER.format(3) not in seen:
+        seen += proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "wrote " in err
+    assert target.read_text(encoding="utf-8").startswith(BANNER.format(1))
