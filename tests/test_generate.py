@@ -231,3 +231,19 @@ def test_parse_stops():
     assert sample.parse_stops(["END", 3]) == ("END", "3")
     with pytest.raises(UserError):
         sample.parse_stops("")
+
+
+def test_refresh_follows_the_models_new_weights():
+    gpt = GPT2(HP, seed=5)
+    for precision in ("fp32", "bf16"):
+        gen = Generator(gpt, precision)
+        before, _ = run(gen, [[1, 2, 3]], 5, temperature=0.0)
+        for name, var in gpt.weights.items():
+            var.assign(GPT2(HP, seed=6).weights[name])
+        gen.refresh()
+        after, _ = run(gen, [[1, 2, 3]], 5, temperature=0.0)
+        fresh, _ = run(Generator(gpt, precision), [[1, 2, 3]], 5, temperature=0.0)
+        np.testing.assert_array_equal(after, fresh)
+        assert not np.array_equal(before, after)
+        for name, var in gpt.weights.items():
+            var.assign(GPT2(HP, seed=5).weights[name])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -96,17 +97,34 @@ class Generator:
         self.hp = model.hparams
         self.precision = precision
         self.dtype = DTYPES[precision]
+        self._model = weakref.ref(model)  # for refresh(); the copies don't keep it alive
         self.w = {}
         for name, var in model.weights.items():
             if name.endswith(MATRICES):
-                self.w[name] = tf.Variable(tf.cast(tf.transpose(var[0]), self.dtype), False)
+                self.w[name] = tf.Variable(self._prepared(var), trainable=False)
             else:
                 self.w[name] = var  # biases, gains, positions, the embedding lookup: float32
         wte = model.weights["model/wte"]
         self.w["wte_out"] = wte if self.dtype == tf.float32 else tf.Variable(
-            tf.cast(wte, self.dtype), False
+            tf.cast(wte, self.dtype), trainable=False
         )
         self.compiled = {}  # (batch, cache_len) -> Compiled
+
+    def _prepared(self, var: tf.Variable) -> tf.Tensor:
+        """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype."""
+        return tf.cast(tf.transpose(var[0]), self.dtype)
+
+    def refresh(self) -> None:
+        """Copy the model's current weights into the prepared copies (after training steps), in
+        place, so the compiled functions stay valid."""
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the model this generator was made from no longer exists")
+        for name, var in self.w.items():
+            if name.endswith(MATRICES):
+                var.assign(self._prepared(model.weights[name]))
+        if self.w["wte_out"] is not model.weights["model/wte"]:
+            self.w["wte_out"].assign(tf.cast(model.weights["model/wte"], self.dtype))
 
     def compiled_for(self, batch: int, cache_len: int) -> Compiled:
         """The cache variables and compiled functions for this shape, made on first use."""
