@@ -259,10 +259,13 @@ class Generator:
         when the caller sets its entry in `finished` (bool [batch], read before every step).
         """
         compiled, state = self.start(prompts, length)
+        done = np.zeros(len(prompts), bool)
         for _ in range(length):
-            if finished is not None and finished.any():
-                state = state._replace(done=state.done | tf.constant(finished))
-            if bool(tf.reduce_all(state.done)):
+            if finished is not None and (finished & ~done).any():
+                done = done | finished
+                state = state._replace(done=tf.constant(done))
+            if done.all():
                 return
             state, tokens = compiled.step(state, controls)
-            yield tokens.numpy(), state.done.numpy()
+            done = state.done.numpy()
+            yield tokens.numpy(), done
