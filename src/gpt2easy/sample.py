@@ -11,8 +11,8 @@ The compiled part is `generate.Generator` (token ids); this module turns ids int
   `n_ctx + 1 - P` new ones. A longer prompt keeps its last `n_ctx + 1 - length` tokens, with a
   warning; `--length` above n_ctx is an error.
 - Seeds: no seed means a random one (logged at debug level). The token at position t of batch b
-  of a prompt draws its noise from the stateless seed (seed, b * 2**20 + t), so the same seed and flags give the same text every time, in any
-  process, whatever ran before.
+  of a prompt draws its noise from the stateless seed (seed, b * 2**20 + t), so the same seed and
+  flags give the same text every time, in any process, whatever ran before.
 """
 
 from __future__ import annotations
