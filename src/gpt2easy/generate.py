@@ -64,7 +64,7 @@ class State(NamedTuple):
 class Controls(NamedTuple):
     """Sampling controls, as tensors so that changing them never retraces."""
 
-    seed: tf.Tensor  # int64 [2]: (user seed, stream); the position is added per step
+    seed: tf.Tensor  # int64 [2]: (user seed, stream); a step draws with (seed, stream * 2**20 + pos)
     temperature: tf.Tensor  # float32: 0 = greedy
     top_k: tf.Tensor  # int32: 0 = off
     top_p: tf.Tensor  # float32: 0 or 1 = off
@@ -219,7 +219,7 @@ class Generator:
         Rows already done get `max(eos, 0)` as padding. Feeding the last token of a generation is
         wasted work (one token's time), cheaper than skipping it would be to arrange.
         """
-        seed = tf.stack([c.seed[0], c.seed[1] + tf.cast(state.pos, tf.int64)])
+        seed = tf.stack([c.seed[0], c.seed[1] * 2**20 + tf.cast(state.pos, tf.int64)])
         token = sampling.sample_tokens(
             state.logits, seed, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
             penalty=c.penalty, seen=state.seen,

@@ -49,7 +49,7 @@ class Settings:
         from .generate import Controls
 
         return Controls.make(
-            seed=(self.seed, stream << 20),  # the step adds the position (< 2**20)
+            seed=(self.seed, stream),
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
