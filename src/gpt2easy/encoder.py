@@ -54,12 +54,14 @@ def fix_surrogates(text: str) -> str:
 
 def _load_vocab(folder: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     enc_path, bpe_path = vocab_paths(folder)
+    path = enc_path
     try:
         encoder = json.loads(enc_path.read_text(encoding="utf-8"))
+        path = bpe_path
         lines = bpe_path.read_text(encoding="utf-8").split("\n")
         merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read the vocabulary in {folder}: {e}") from None
+        raise UserError(f"cannot read the vocabulary file {path}: {e}") from None
     if not isinstance(encoder, dict) or any(len(m) != 2 for m in merges):
         raise UserError(f"{folder}: encoder.json/vocab.bpe are not GPT-2 vocabulary files")
     return encoder, merges  # type: ignore[return-value]
