@@ -115,20 +115,29 @@ def download_model(
     if timeout <= 0 or retries < 0:
         raise UserError("--timeout must be > 0 and --retries >= 0")
     folder = Path(models_dir).expanduser() / name
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _cannot_write(folder, e) from None
     result = DownloadResult(folder)
-    for filename in MODEL_FILES:
-        url = f"{base}/{name}/{filename}"
-        fetcher = _FileFetch(url, folder / filename, timeout, progress)
-        _with_retries(fetcher.run, url, name, retries, backoff)
-        if fetcher.skipped:
-            result.skipped.append(filename)
-        else:
-            result.downloaded.append(filename)
-        result.bytes_written += fetcher.written
+    try:
+        for filename in MODEL_FILES:
+            url = f"{base}/{name}/{filename}"
+            fetcher = _FileFetch(url, folder / filename, timeout, progress)
+            _with_retries(fetcher.run, url, name, retries, backoff)
+            if fetcher.skipped:
+                result.skipped.append(filename)
+            else:
+                result.downloaded.append(filename)
+            result.bytes_written += fetcher.written
+    except BaseException:
+        for path in made:  # folders this call made and left empty (partial files are kept)
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
     return result
 
 
