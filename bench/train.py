@@ -26,6 +26,7 @@ bf16 with the same seed and batches, and prints both loss curves.
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def worker_classic(n: int) -> dict:
     spec.loader.exec_module(model)
 
     tf.compat.v1.disable_eager_execution()
-    hparams = model.default_hparams()
+    hparams = model.HParams(n_vocab=50257, n_ctx=1024, n_embd=768, n_head=12, n_layer=12)
     context = tf.compat.v1.placeholder(tf.int32, [1, None])
     logits = model.model(hparams=hparams, X=context)["logits"]
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -196,7 +197,8 @@ def run_worker(args: list[str], timeout: float) -> dict:
         return {"error": f"slower than {timeout:.0f} s (timed out)"}
     if r.returncode != 0:
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-        return {"error": (lines or ["failed"])[-1][:150]}
+        errors = [ln for ln in lines if re.match(r"[\w.]+(Error|Exception|Exit)\b", ln)]
+        return {"error": (errors or lines or ["failed"])[0][:200]}
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
