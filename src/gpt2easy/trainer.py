@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -27,8 +28,10 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from . import runfolder
+from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
+from .folders import model_dir
 from .hparams import HParams
 from .model import GPT2
 from .optim import Optimizer, Schedule
@@ -110,6 +113,10 @@ class TrainConfig:
         if "/" in self.run_name or self.run_name in ("", ".", ".."):
             raise UserError(f"--run_name must be a plain folder name, got {self.run_name!r}")
         self.schedule()  # validates learning rate, warm-up and decay
+        Optimizer(self.optimizer, {}, weight_decay=self.weight_decay)  # validates the name
+        for data in (self.dataset, self.val_dataset):
+            if data is not None:
+                list_files(data)  # a missing dataset is reported before the run folder is made
         StepConfig(batch_size=self.batch_size, accumulate=self.accumulate_gradients,
                    noise=self.noise, precision=self.precision, grad_clip=self.grad_clip)
 
@@ -151,9 +158,15 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
     """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples)."""
     cfg.check()
     run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
+    created = next((p for p in (*reversed(run_dir.parents), run_dir) if not p.exists()), None)
     lock = runfolder.RunLock(run_dir)
     try:
         return _train(cfg, run_dir, on_sample)
+    except BaseException:
+        # A run that fails before its first checkpoint leaves no folder behind (no partial output).
+        if created is not None and not runfolder.candidates(run_dir):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     finally:
         lock.release()
 
@@ -162,15 +175,15 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
     src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
     hp = HParams.from_json(src / "hparams.json")
     sample_length = cfg.sample_length or hp.n_ctx - 1
-    if sample_length > hp.n_ctx - 1:
+    if sample_length > hp.n_ctx:
         raise UserError(f"--sample_length {sample_length} is too long: the model has {hp.n_ctx} "
-                        f"positions (one for the prompt token), use at most {hp.n_ctx - 1}")
+                        f"positions, use at most {hp.n_ctx}")
     base = _base_folder(cfg)
     start = runfolder.find_start(cfg.restore_from, run_dir, base, hp)
     chunks = load_dataset(cfg.dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
     tokens = sum(len(c) for c in chunks)
-    logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
     window = _window(max(len(c) for c in chunks), hp.n_ctx)
+    logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
     runfolder.copy_model_files(src, run_dir, hp)
 
     saved = start.extra.get("train/seed")
@@ -265,8 +278,6 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
 def _base_folder(cfg: TrainConfig) -> Path | None:
     """The base model folder if it exists (a continued run may have lost it: that's fine)."""
     try:
-        from .folders import model_dir
-
         return model_dir(cfg.models_dir, cfg.model_name)
     except UserError:
         if cfg.restore_from == "fresh":
