@@ -20,7 +20,7 @@ seconds is reported as slower than that (PyTorch's bf16 matmul on CPUs without A
 a few GFLOP/s). CPU seconds per step (all threads) are printed too: on a machine shared with other
 jobs they compare tools more fairly than wall-clock time.
 
-Also: `--curve N` trains a small model (6 layers x 384) on Shakespeare for N steps in fp32 and in
+Also: `--curve N` trains a small model (4 layers x 256, n_ctx 128) on Shakespeare for N steps in fp32 and in
 bf16 with the same seed and batches, and prints both loss curves.
 """
 
@@ -167,7 +167,7 @@ def _timed(fn) -> float:
 
 
 def worker_curve(precision: str, n: int) -> dict:
-    """Loss curve of a 6 x 384 model on Shakespeare (real vocabulary), fixed seed and batches."""
+    """Loss curve of a 4 x 256 model on Shakespeare (real vocabulary), fixed seed and batches."""
     from gpt2easy.dataset import Sampler, load_dataset
     from gpt2easy.hparams import HParams
     from gpt2easy.model import GPT2
@@ -177,12 +177,12 @@ def worker_curve(precision: str, n: int) -> dict:
     shared = os.path.join(os.path.dirname(ROOT), "shared", "data")
     chunks = load_dataset(os.path.join(shared, "shakespeare", "sonnets.txt"),
                           os.path.join(shared, "gpt2-vocab"))
-    hp = HParams(n_ctx=256, n_embd=384, n_head=6, n_layer=6)
+    hp = HParams(n_ctx=128, n_embd=256, n_head=4, n_layer=4)
     gpt = GPT2(hp, seed=0)
     step = TrainStep(gpt, Optimizer("adam", gpt.weights),
-                     StepConfig(batch_size=4, window=256, precision=precision))
+                     StepConfig(batch_size=4, window=128, precision=precision))
     sampler = Sampler(chunks, seed=0)
-    losses = [step(sampler.sample_batch(4, 257)[None], 1e-3, i)[0] for i in range(n)]
+    losses = [step(sampler.sample_batch(4, 129)[None], 1e-3, i)[0] for i in range(n)]
     return {"losses": losses, "rss_mb": rss_mb()}
 
 
@@ -244,7 +244,7 @@ def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0
     peers = {k: v for k, v in ok.items() if k in PEERS}
     best = min(peers, key=lambda k: ok[k]["s_per_step"]) if peers else None
     print(f"\n{'setting':14s} {'s/step':>7s} {'tokens/s':>9s} {'vs ' + (best or '-'):>18s} "
-          f"{'GFLOP/s':>8s} {'% fp32 peak':>12s} {'RSS MB':>7s}")
+          f"{'CPU s/step':>11s} {'CPU ratio':>10s} {'GFLOP/s':>8s} {'% fp32 peak':>12s} {'RSS MB':>7s}")
     for name in chosen:
         r = results[name]
         if "error" in r:
@@ -252,8 +252,10 @@ def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0
             continue
         ratio = ok[best]["s_per_step"] / r["s_per_step"] if best else float("nan")
         gflops = flops / r["s_per_step"] / 1e9
+        cpu_ratio = ok[best]["cpu_s_per_step"] / r["cpu_s_per_step"] if best else float("nan")
+        of_peak = 100 * gflops / peak32 if peak32 else float("nan")
         print(f"{name:14s} {r['s_per_step']:7.2f} {1024 / r['s_per_step']:9.0f} {ratio:17.2f}x "
-              f"{gflops:8.0f} {100 * gflops / peak32 if peak32 else float('nan'):11.0f}% "
+              f"{r['cpu_s_per_step']:11.1f} {cpu_ratio:9.2f}x {gflops:8.0f} {of_peak:11.0f}% "
               f"{r['rss_mb']:7.0f}")
     print(f"(FLOP per step: {flops / 1e9:.0f} G = 6 x params x tokens + attention)")
     if curve:
@@ -261,7 +263,7 @@ def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0
         if any("error" in v for v in c.values()):
             print("loss curves:", {k: v.get("error") for k, v in c.items()})
             return
-        print(f"\nloss curves, 6 x 384 model on sonnets.txt, batch 4 x 256, Adam 1e-3, {curve} steps:")
+        print(f"\nloss curves, 4 x 256 model on sonnets.txt, batch 4 x 128, Adam 1e-3, {curve} steps:")
         print(f"{'step':>5s} {'fp32':>8s} {'bf16':>8s} {'diff':>8s}")
         for i in sorted({*range(0, curve, max(1, curve // 10)), curve - 1}):
             a, b = c["fp32"]["losses"][i], c["bf16"]["losses"][i]
