@@ -104,8 +104,9 @@ def _command(line: str, tokens: list[str]) -> Command | None:
             command.flags[name] = value if eq else None
         elif token.startswith("-") and token != "-":
             command.flags[token] = None
-        elif i and rest[i - 1].startswith("--") and "=" not in rest[i - 1]:
-            command.flags[rest[i - 1][2:]] = token  # `--flag value`
+        elif i and rest[i - 1].startswith("-") and rest[i - 1] != "-" and "=" not in rest[i - 1]:
+            previous = rest[i - 1]
+            command.flags[previous[2:] if previous.startswith("--") else previous] = token
         else:
             command.positional.append(token)
     return command
@@ -166,8 +167,12 @@ def problems(command: Command) -> list[str]:
     found = []
     names = {p.replace("_", "-") for p in sig.params} | set(sig.params)
     for flag in command.flags:
+        if flag.startswith("-"):  # fire's short form: -c is the one parameter starting with c
+            if len([p for p in sig.params if p.startswith(flag[1:])]) != 1:
+                found.append(f"{command.program}: no short flag {flag} (it takes {', '.join(sig.params)})")
+            continue
         plain = flag[2:] if flag.startswith("no") and flag[2:] in sig.bools else flag
-        if flag.startswith("-") or (plain not in names and not sig.any_flag and flag != "help"):
+        if plain not in names and not sig.any_flag and flag != "help":
             found.append(f"{command.program}: no flag --{flag} (it takes {', '.join(sig.params)})")
     free = [p for p in sig.params if p not in command.flags]
     if len(command.positional) > len(free):
@@ -229,6 +234,8 @@ def test_the_checker_accepts_real_flags_and_catches_wrong_ones():
     assert problems(good) == []
     [bad] = commands("python download_model.py 124M --model_dir=x")
     assert problems(bad) and "--model_dir" in problems(bad)[0]
+    [short] = commands("python download_model.py 124M -t 5 -r 1")
+    assert short.flags == {"-t": "5", "-r": "1"} and problems(short) == []
     [extra] = commands("python download_model.py 124M 355M src/models x y z w v u")
     assert "positional" in problems(extra)[0]
     [missing] = commands("python no_such_script.py --x")
