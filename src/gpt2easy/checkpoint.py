@@ -174,7 +174,12 @@ def _write_bundle(prefix: Path, tensors: dict) -> None:
                 os.fsync(f.fileno())
             os.replace(f"{tmp}{suffix}", f"{prefix}{suffix}")
     except (tf.errors.OpError, OSError) as e:
-        raise UserError(f"cannot write checkpoint {prefix}: {str(getattr(e, 'message', e))[:200]}; "
+        # TF's message starts with its op's name and our temporary path: keep only the reason
+        # (e.g. "No space left on device"), which used to be cut off.
+        reason = str(getattr(e, "strerror", None) or getattr(e, "message", e))
+        reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason).replace(f"{tmp}", "")
+        reason = reason.strip(" :;").splitlines()[0][:200] if reason.strip() else type(e).__name__
+        raise UserError(f"cannot write checkpoint {prefix}: {reason}; "
                         f"the previous checkpoint is intact") from None
     finally:
         for leftover in prefix.parent.glob(f"{tmp.name}*"):
