@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -326,3 +327,40 @@ def test_interrupted_save_leftovers_are_ignored_and_cleaned(tmp_path):
     save_run(folder, 9)
     assert not list(folder.glob(".tmp-*"))
     assert ck.load_weights(folder, HP)[0] == str(folder / "model-9")
+
+
+@pytest.mark.slow
+def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, vocab_dir):
+    """train.py whose run folder fills a small disk: the save that does not fit ends the run with
+    exit 2 and one line naming it; the previous checkpoint still loads and can be resumed from."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "24m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        hp = HParams(n_vocab=50257, n_ctx=32, n_embd=16, n_head=2, n_layer=2)  # ~10 MB a save
+        model = tmp_path / "models" / "tiny"
+        model.mkdir(parents=True)
+        hp.to_json(model / "hparams.json")
+        for f in ("encoder.json", "vocab.bpe"):
+            shutil.copy(vocab_dir / f, model / f)
+        from gpt2easy.dataset import save_npz
+
+        save_npz(tmp_path / "corpus.npz", [np.arange(500) % 1000])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), "--dataset", "corpus.npz", "--models_dir",
+             "models", "--model_name", "tiny", "--checkpoint_dir", str(disk), "--steps", "12",
+             "--save_every", "3", "--sample_every", "1000", "--seed", "1"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert re.match(r"train\.py: error: cannot write .*(No space left|space)", last), last
+        run_dir = disk / "run1"
+        newest = ck.candidates(run_dir)[0]
+        assert "saved " in proc.stderr and os.path.basename(newest) in proc.stderr
+        hp_loaded = HParams.from_json(run_dir / "hparams.json")
+        assert ck.load_weights(run_dir, hp_loaded)[0] == newest
+        assert not list(run_dir.glob(".tmp-*")) and not list(run_dir.glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
