@@ -170,7 +170,7 @@ def phase(run: Run, run_dir: Path) -> str:
     `save` (a temporary bundle is there, or the step due to save printed and no `saved` line
     after it), `samples` (samples due, not yet `wrote`), `step`, or `startup` (no step yet)."""
     if any(run_dir.glob(".tmp-model-*")):
-        return "save"
+        return "save: bundle half-written"
     last = next((line for line in reversed(run.lines)
                  if STEP_LINE.match(line) or SAVED_LINE.match(line) or "wrote " in line), None)
     if last is None:
@@ -179,7 +179,13 @@ def phase(run: Run, run_dir: Path) -> str:
         return "step"
     m = STEP_LINE.match(last)
     if m and int(m.group(1)) % SAVE_EVERY == 0:
-        return "save"
+        n = int(m.group(1))
+        if not (run_dir / f"model-{n}.index").exists():
+            return "save: bundle not yet in place"
+        named = f'"model-{n}"' in (run_dir / ck.STATE_FILE).read_text()
+        counted = (run_dir / "counter").read_text().strip() == str(n)
+        return f"save: bundle in place, state file {'written' if named else 'pending'}" + (
+            ", counter written" if counted else ", counter pending")
     n = int((m or SAVED_LINE.match(last)).group(1))
     return "samples" if n % SAMPLE_EVERY == 0 else "step"
 
