@@ -60,11 +60,12 @@ FINETUNE = Route("finetune", "124M", "shakespeare-124M", {
 })  # fmt: skip
 # From scratch: the preset model (4 layers x 256, context 128). Batch 4 beat batch 8 and a 6 x 128
 # model at equal CPU time (the 50257-way output layer costs most: the budget buys steps, not width).
-# 500 steps is about 10 minutes on 2 idle cores (estimated from CPU time per step).
+# 1000 steps: about 10 minutes on 2 idle cores (measured 0.5 s/step when the machine was quiet;
+# 500 steps took 9.8 minutes on a shared, heavily loaded machine).
 SCRATCH = Route("scratch", "shakespeare-small", "shakespeare-small", {
-    "steps": 500, "batch_size": 4, "optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 0.1,
-    "warmup_steps": 25, "lr_decay": "cosine", "min_lr": 1e-4,
-    "sample_every": 200, "save_every": 100, "val_every": 100, "val_batch_count": 40, "seed": 1,
+    "steps": 1000, "batch_size": 4, "optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 0.1,
+    "warmup_steps": 50, "lr_decay": "cosine", "min_lr": 1e-4,
+    "sample_every": 250, "save_every": 250, "val_every": 250, "val_batch_count": 40, "seed": 1,
 })  # fmt: skip
 
 
