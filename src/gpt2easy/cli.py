@@ -14,11 +14,36 @@ from collections.abc import Callable
 
 from .errors import UserError
 
+_TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter unless the user asked for it."""
+    """Import TensorFlow without its C++ start-up chatter, with oneDNN kernels on.
+
+    oneDNN is off by default on CPUs without AVX-512 (such as AMD Zen 2), yet it makes our training
+    step about 1.3x faster there (bench/train.py), so we turn it on unless the user chose. TensorFlow
+    then logs two lines at import, before any log level applies: we capture file descriptor 2 during
+    the import and replay every other line.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+    sys.stderr.write("".join(x for x in lines if not any(n in x for n in _TF_NOISE)))
+    sys.stderr.flush()
 
 
 def setup_logging(verbose: bool = False) -> None:
