@@ -21,7 +21,8 @@ from gpt2easy import cli  # noqa: E402
 from gpt2easy.folders import DEFAULT_MODELS_DIR  # noqa: E402
 
 TEXT_FLAGS = ("dataset", "model_name", "models_dir", "encoding", "restore_from", "run_name",
-              "val_dataset", "checkpoint_dir", "sample_dir", "optimizer", "lr_decay", "precision")
+              "val_dataset", "checkpoint_dir", "sample_dir", "optimizer", "lr_decay", "precision",
+              "strategy")
 
 
 @fire.decorators.SetParseFn(str, *TEXT_FLAGS)
@@ -64,6 +65,7 @@ def train(
     weight_decay: float = 0.0,
     precision: str = "fp32",
     xla: bool = False,
+    strategy: str = "auto",
     verbose: bool = False,
 ) -> None:
     """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME.
@@ -76,7 +78,8 @@ def train(
         models_dir: folder holding one folder per model.
         combine: text files are joined into chunks of at least this many characters.
         encoding: text encoding of the dataset's text files and of the sample files.
-        batch_size: rows (windows of n_ctx tokens) per micro-batch.
+        batch_size: rows (windows of n_ctx tokens) per micro-batch and per replica (GPU); the
+            global batch, batch_size x replicas, is printed at the start.
         learning_rate: peak learning rate (constant unless --warmup_steps/--lr_decay).
         accumulate_gradients: micro-batches per update; their gradients are averaged.
         memory_saving_gradients: recompute each block's activations in the backward pass.
@@ -111,6 +114,9 @@ def train(
         weight_decay: decoupled weight decay of matrices (needs --optimizer adamw).
         precision: fp32, or bf16 (bf16 matmuls, float32 weights, optimizer and loss).
         xla: compile the training step with XLA (slower on the CPUs measured; try on GPUs).
+        strategy: auto (one device, or every GPU of this machine when it has several), default
+            (one device), mirrored (every GPU of this machine), or multi_worker (the machines
+            listed in the TF_CONFIG variable; run train.py on each, only the chief writes).
         verbose: more logging.
     """
     del verbose  # read by cli.run
@@ -136,7 +142,7 @@ def train(
         checkpoint_dir=checkpoint_dir, sample_dir=sample_dir, warmup_steps=int(warmup_steps),
         lr_decay=lr_decay, lr_decay_steps=optional(lr_decay_steps), min_lr=float(min_lr),
         grad_clip=float(grad_clip), weight_decay=float(weight_decay), precision=precision,
-        xla=bool(xla))
+        xla=bool(xla), strategy=strategy)
 
     def show(text: str) -> None:
         print(text, flush=True)

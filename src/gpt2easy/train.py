@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from . import distribute
 from .errors import UserError
 from .model import GPT2, loss_fn, model
 from .optim import Optimizer, clip_by_global_norm
@@ -50,45 +51,66 @@ class StepConfig:
             raise UserError(f"--grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
 
 
-def add_noise(tokens: tf.Tensor, p: float, n_vocab: int, seed: tf.Tensor) -> tf.Tensor:
-    """Replace each token by a uniform random id in [0, n_vocab) with probability `p` (stateless)."""
+def add_noise(tokens: tf.Tensor, p: float, n_vocab: int, seed: tf.Tensor, replica=0,
+              replicas: int = 1) -> tf.Tensor:
+    """Replace each token by a uniform random id in [0, n_vocab) with probability `p` (stateless).
+
+    With several replicas the draws cover the global batch and each replica keeps its own rows,
+    so the noise is what one process with the global batch would draw."""
     seed2 = tf.stack([seed[0] + 1, seed[1]])
-    hit = tf.random.stateless_uniform(tf.shape(tokens), seed) < p
-    ids = tf.random.stateless_uniform(tf.shape(tokens), seed2, minval=0, maxval=n_vocab,
-                                      dtype=tf.int32)
+    b = tf.shape(tokens)[0]
+    shape = tf.concat([[b * replicas], tf.shape(tokens)[1:]], 0)
+    rows = tf.range(b) + tf.cast(replica, tf.int32) * b
+    hit = tf.gather(tf.random.stateless_uniform(shape, seed) < p, rows)
+    ids = tf.gather(tf.random.stateless_uniform(shape, seed2, minval=0, maxval=n_vocab,
+                                                dtype=tf.int32), rows)
     return tf.where(hit, ids, tokens)
 
 
 class TrainStep:
     """`step(tokens, lr, step) -> (loss, grad_norm)`: one update of `optimizer.weights`.
 
-    `tokens` is int32 `[accumulate, batch, window + 1]`; `lr` the rate of this update; `step` the
-    number of updates completed before it (for Adam's bias correction and the noise seed).
+    `tokens` is int32 `[accumulate, batch * replicas, window + 1]`, the global batch (the same on
+    every worker); `lr` the rate of this update; `step` the number of updates completed before it
+    (for Adam's bias correction and the noise seed). Under a `tf.distribute` strategy (weights and
+    optimizer created in its scope) each replica takes its `batch` rows, the strategy's all-reduce
+    averages the gradients, and every replica applies the same update (see distribute.py).
     """
 
-    def __init__(self, gpt: GPT2, optimizer: Optimizer, cfg: StepConfig):
+    def __init__(self, gpt: GPT2, optimizer: Optimizer, cfg: StepConfig,
+                 strategy: tf.distribute.Strategy | None = None):
         self.gpt, self.optimizer, self.cfg = gpt, optimizer, cfg
         self.hp = gpt.hparams
         self.dtype = PRECISIONS[cfg.precision]
         self.names = list(optimizer.weights)
-        shape = [cfg.accumulate, cfg.batch_size, cfg.window + 1]
-        self.step = tf.function(
-            self._step, jit_compile=cfg.jit, reduce_retracing=False,
-            input_signature=[tf.TensorSpec(shape, tf.int32), tf.TensorSpec([], tf.float32),
-                             tf.TensorSpec([], tf.int64)])
+        strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = distribute.num_replicas(strategy)
+        grads = self.grads
+        if cfg.jit and self.replicas > 1:  # XLA per replica; the all-reduce stays outside it
+            grads = tf.function(self.grads, jit_compile=True, autograph=False)
+        self.dist = distribute.TrainStep(
+            strategy, optimizer.weights, grads, optimizer.apply, batch_size=cfg.batch_size,
+            accumulate=cfg.accumulate, window=cfg.window, clip=self.clip,
+            jit=cfg.jit and self.replicas == 1)
 
     def __call__(self, tokens: np.ndarray, lr: float, step: int) -> tuple[float, float]:
-        loss, norm = self.step(tf.constant(tokens, tf.int32), tf.constant(lr, tf.float32),
-                               tf.constant(step, tf.int64))
-        return float(loss), float(norm)
+        return self.update(tokens, lr, step)[:2]
+
+    def update(self, tokens: np.ndarray, lr: float, step: int,
+               stop: bool = False) -> tuple[float, float, bool]:
+        """One update that also tells every worker whether this one was asked to stop; returns
+        (loss, grad_norm, whether any worker was), so that all stop after the same step."""
+        return self.dist(tokens, lr, step, stop)
 
     def tracing_count(self) -> int:
-        return self.step.experimental_get_tracing_count()
+        return self.dist.tracing_count()
 
     def _loss_and_grads(self, rows: tf.Tensor, seed: tf.Tensor):
         inputs, targets = rows[:, :-1], rows[:, 1:]
         if self.cfg.noise > 0:
-            inputs = add_noise(inputs, self.cfg.noise, self.hp.n_vocab, seed)
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            inputs = add_noise(inputs, self.cfg.noise, self.hp.n_vocab, seed, replica,
+                               self.replicas)
         with tf.GradientTape() as tape:
             logits, _ = model(self.gpt.params(), inputs, self.hp, dtype=self.dtype,
                               recompute=self.cfg.recompute)
@@ -118,24 +140,21 @@ class TrainStep:
     def clip(self, grads: dict) -> tuple[dict, tf.Tensor]:
         return clip_by_global_norm(grads, self.cfg.grad_clip)
 
-    def _step(self, tokens: tf.Tensor, lr: tf.Tensor, step: tf.Tensor):
-        loss, grads = self.grads(tokens, step)
-        grads, norm = self.clip(dict(zip(self.names, grads, strict=True)))
-        self.optimizer.apply(grads, lr, step)
-        return loss, norm
-
 
 class EvalLoss:
-    """Compiled mean loss of `[batch, window + 1]` rows, no gradients (for validation)."""
+    """Compiled mean loss over rows `[n, window + 1]`, no gradients (for validation): `batch_size`
+    rows per replica at a time, under `strategy` (every worker passes the same rows)."""
 
-    def __init__(self, gpt: GPT2, batch_size: int, window: int, precision: str = "fp32"):
+    def __init__(self, gpt: GPT2, batch_size: int, window: int, precision: str = "fp32",
+                 strategy: tf.distribute.Strategy | None = None):
         self.gpt, self.dtype = gpt, PRECISIONS[precision]
-        self.fn = tf.function(self._loss, input_signature=[
-            tf.TensorSpec([batch_size, window + 1], tf.int32)])
+        self.fn = distribute.EvalLoss(strategy or tf.distribute.get_strategy(), self._row_losses,
+                                      batch_size=batch_size, window=window)
 
-    def _loss(self, rows):
+    def _row_losses(self, rows):
         logits, _ = model(self.gpt.params(), rows[:, :-1], self.gpt.hparams, dtype=self.dtype)
-        return loss_fn(logits, rows[:, 1:])
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=rows[:, 1:], logits=logits)
+        return tf.reduce_mean(losses, axis=1)
 
     def __call__(self, rows: np.ndarray) -> float:
-        return float(self.fn(tf.constant(rows, tf.int32)))
+        return self.fn(rows)

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from . import runfolder
+from . import distribute, runfolder
 from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
@@ -93,6 +94,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     precision: str = "fp32"
     xla: bool = False
+    strategy: str = "auto"
 
     def check(self) -> None:
         """One-line UserErrors for flags that cannot work, before anything slow happens."""
@@ -112,6 +114,9 @@ class TrainConfig:
             raise UserError(f"--sample_length must be > 0, got {self.sample_length}")
         if "/" in self.run_name or self.run_name in ("", ".", ".."):
             raise UserError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+        if self.strategy not in distribute.STRATEGIES:
+            raise UserError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, "
+                            f"got {self.strategy!r}")
         self.schedule()  # validates learning rate, warm-up and decay
         Optimizer(self.optimizer, {}, weight_decay=self.weight_decay)  # validates the name
         for data in (self.dataset, self.val_dataset):
@@ -158,20 +163,29 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
     """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples)."""
     cfg.check()
     run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
+    # First TensorFlow call: multi_worker must set up collectives before the runtime starts.
+    strategy = distribute.make_strategy(cfg.strategy)
+    chief = distribute.is_chief(strategy)  # the only one that writes (checkpoints, samples, logs)
     created = next((p for p in (*reversed(run_dir.parents), run_dir) if not p.exists()), None)
-    lock = runfolder.RunLock(run_dir)
+    lock = runfolder.RunLock(run_dir) if chief else None
     try:
-        return _train(cfg, run_dir, on_sample)
+        return _train(cfg, run_dir, on_sample, strategy, chief)
+    except distribute.PEER_ERRORS as e:  # a worker left before or between the loop's checks
+        if distribute.num_workers(strategy) == 1:
+            raise
+        raise UserError(distribute.peer_failure_message(e)) from None
     except BaseException:
         # A run that fails before its first checkpoint leaves no folder behind (no partial output).
-        if created is not None and not runfolder.candidates(run_dir):
+        if chief and created is not None and not runfolder.candidates(run_dir):
             shutil.rmtree(created, ignore_errors=True)
         raise
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
+def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.Strategy,
+           chief: bool) -> dict:
     src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
     hp = HParams.from_json(src / "hparams.json")
     sample_length = cfg.sample_length or hp.n_ctx - 1
@@ -184,20 +198,26 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
     tokens = sum(len(c) for c in chunks)
     window = _window(max(len(c) for c in chunks), hp.n_ctx)
     logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
-    runfolder.copy_model_files(src, run_dir, hp)
+    if chief:
+        runfolder.copy_model_files(src, run_dir, hp)
 
     saved = start.extra.get("train/seed")
     saved = int(saved) if saved is not None else None
     seed = cfg.seed if cfg.seed is not None else saved if saved is not None else secrets.randbelow(2**31)
+    seed = int(distribute.broadcast_from_chief(strategy, {"seed": np.int64(seed)})["seed"])
     sampler = Sampler(chunks, seed=seed)
     sampler_state = runfolder.state_text(start.extra, "train/sampler")
     if sampler_state and seed == saved:  # continue the run's data order exactly
         sampler.set_state(json.loads(sampler_state))
+    # Every worker draws the same global batches: they must start from the same state.
+    distribute.check_same_start(strategy, step=start.step, seed=seed, data_order=zlib.crc32(
+        json.dumps(sampler.get_state(), sort_keys=True).encode()))
 
-    gpt = GPT2(hp, start.weights, seed=seed)
-    trained = {n: v for n, v in gpt.weights.items()
-               if not cfg.only_train_transformer_layers or "/h" in n}
-    optimizer = Optimizer(cfg.optimizer, trained, weight_decay=cfg.weight_decay)
+    with strategy.scope():  # mirrored variables: one copy per replica, updated together
+        gpt = GPT2(hp, start.weights, seed=seed)
+        trained = {n: v for n, v in gpt.weights.items()
+                   if not cfg.only_train_transformer_layers or "/h" in n}
+        optimizer = Optimizer(cfg.optimizer, trained, weight_decay=cfg.weight_decay)
     if start.prefix and not optimizer.restore(start.extra) and cfg.optimizer != "sgd":
         logger.info("%s has no %s state for these weights: optimizer starts from zero",
                     runfolder.relpath(start.prefix), cfg.optimizer)
@@ -205,22 +225,26 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
                           accumulate=cfg.accumulate_gradients, noise=cfg.noise,
                           precision=cfg.precision, recompute=cfg.memory_saving_gradients,
                           grad_clip=cfg.grad_clip, seed=seed, jit=cfg.xla)
-    step_fn = TrainStep(gpt, optimizer, step_cfg)
+    step_fn = TrainStep(gpt, optimizer, step_cfg, strategy)
+    replicas, solo = distribute.num_replicas(strategy), distribute.num_workers(strategy) == 1
+    logger.info("%s", distribute.describe(strategy, cfg.batch_size))
     schedule = cfg.schedule()
-    validate = _validation(cfg, gpt, chunks, src, hp, window)
+    validate = _validation(cfg, gpt, chunks, src, hp, window, strategy)
     samples = SampleWriter(gpt, src, Path(cfg.sample_dir).expanduser() / cfg.run_name,
                            seed=seed, length=sample_length, num=cfg.sample_num,
                            batch_size=cfg.batch_size, top_k=cfg.top_k, top_p=cfg.top_p,
                            precision=cfg.precision, encoding=cfg.encoding, on_sample=on_sample)
-    writer = tf.summary.create_file_writer(str(run_dir))
+    writer = tf.summary.create_file_writer(str(run_dir)) if chief else tf.summary.create_noop_writer()
 
     counter = first = start.step
     avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
     logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
-                cfg.run_name, start.describe(), seed, cfg.batch_size * cfg.accumulate_gradients,
+                cfg.run_name, start.describe(), seed, cfg.batch_size * replicas * cfg.accumulate_gradients,
                 window, cfg.optimizer, cfg.precision)
 
     def save() -> str:
+        if not chief:  # the chief writes this one
+            return str(run_dir / f"model-{counter}")
         prefix = runfolder.save(
             run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
@@ -229,30 +253,41 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
         return prefix
 
     last_saved, loss, t0 = None, float("nan"), time.time()
+    stop_all, failure = False, None  # stop_all: some worker was asked to stop (all agree on it)
     with StopFlag() as stop, writer.as_default():
         while True:
-            if stop.requested:  # Ctrl+C/SIGTERM: save at once, no samples
+            # Ctrl+C/SIGTERM: save at once, no samples. With several workers only the stop they
+            # all agreed on in the last step counts, so that every worker leaves at the same step.
+            if stop_all or (solo and stop.requested):
                 break
             final = cfg.steps is not None and counter - first >= cfg.steps
             if counter > first and (counter % cfg.save_every == 0 or final):
                 last_saved = (save(), counter)
-            if counter > first and counter % cfg.sample_every == 0:
+            if chief and counter > first and counter % cfg.sample_every == 0:
                 samples.write(counter, sampler)
             if final:
                 break
             if cfg.val_every and (counter % cfg.val_every == 0 or counter == first):
-                val = validate()
+                try:
+                    val = validate()
+                except distribute.PEER_ERRORS as e:
+                    failure = distribute.peer_failure_message(e)
+                    break
                 scalar("val_loss", val, counter)
                 logger.info("[%d | %.2f] validation loss = %.4f", counter, time.time() - t0, val)
-            if stop.requested:
+            if solo and stop.requested:
                 break
-            batch = np.stack([sampler.sample_batch(cfg.batch_size, window + 1)
+            batch = np.stack([sampler.sample_batch(cfg.batch_size * replicas, window + 1)
                               for _ in range(cfg.accumulate_gradients)])
             lr = schedule(counter)
             if counter == first:
                 logger.info("compiling the training step (the first step is slow)...")
             t = time.time()
-            loss, norm = step_fn(batch, lr, counter)
+            try:
+                loss, norm, stop_all = step_fn.update(batch, lr, counter, stop.requested)
+            except distribute.PEER_ERRORS as e:  # a worker left: weights are those of `counter`
+                failure = distribute.peer_failure_message(e)
+                break
             elapsed = time.time() - t
             counter += 1
             avg = (avg[0] * 0.99 + loss, avg[1] * 0.99 + 1.0)
@@ -270,6 +305,8 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample) -> dict:
         stop.saving = True
         prefix = save() if not last_saved or last_saved[1] != counter else last_saved[0]
     writer.flush()
+    if failure:
+        raise UserError(f"{failure}; saved {runfolder.relpath(prefix)}" if chief else failure)
     return {"steps": counter - first, "step": counter, "loss": loss,
             "checkpoint": runfolder.relpath(prefix), "samples": runfolder.relpath(samples.folder),
             "seed": seed}
@@ -296,7 +333,8 @@ def _window(longest_chunk: int, n_ctx: int) -> int:
     return window
 
 
-def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, window: int):
+def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, window: int,
+                strategy: tf.distribute.Strategy):
     """A function returning the mean loss over fixed validation windows (classic: seed 1)."""
     if not cfg.val_every:
         return None
@@ -308,5 +346,6 @@ def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, win
     fixed = Sampler(val_chunks, seed=1)
     batches = [fixed.sample_batch(cfg.val_batch_size, val_window + 1)
                for _ in range(cfg.val_batch_count)]
-    loss = EvalLoss(gpt, cfg.val_batch_size, val_window, cfg.precision)
-    return lambda: float(np.mean([loss(b) for b in batches]))
+    loss = EvalLoss(gpt, cfg.val_batch_size, val_window, cfg.precision, strategy)
+    rows = np.concatenate(batches)  # the mean over all rows = the mean of the batch means
+    return lambda: loss(rows)
