@@ -18,7 +18,9 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -30,6 +32,7 @@ from .hparams import HParams
 from .model import GPT2, weight_shapes
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATE_FILE = "checkpoint"
 DATA_SUFFIX = ".data-00000-of-00001"
@@ -137,6 +140,22 @@ def read_weights(prefix: str, hp: HParams) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in read_tensors(prefix, list(expected)).items()}
 
 
+def newest_readable(folder: str | Path, read: Callable[[str], T]) -> T:
+    """`read(prefix)` of the newest checkpoint in `folder` that reads back, falling back with a
+    warning past damaged ones. A mismatch with hparams.json is not damage: it stops the search."""
+    found = candidates(folder)
+    if not found:
+        find_checkpoint(folder)  # raises the folder's error
+    for i, prefix in enumerate(found):
+        try:
+            return read(prefix)
+        except UserError as e:
+            if i + 1 == len(found) or "does not match hparams.json" in str(e):
+                raise
+            logger.warning("warning: skipping %s: %s; falling back to %s", prefix, e, found[i + 1])
+    raise AssertionError("unreachable")
+
+
 def load_weights(path: str | Path, hp: HParams) -> tuple[str, dict[str, np.ndarray]]:
     """Weights from a folder (newest readable checkpoint, falling back with a warning past corrupt
     ones) or from an explicit prefix (an error if it is corrupt). Returns (prefix, weights)."""
@@ -144,17 +163,7 @@ def load_weights(path: str | Path, hp: HParams) -> tuple[str, dict[str, np.ndarr
     if not path.is_dir():
         prefix = find_checkpoint(path)
         return prefix, read_weights(prefix, hp)
-    found = candidates(path)
-    if not found:
-        find_checkpoint(path)  # raises the folder's error
-    for i, prefix in enumerate(found):
-        try:
-            return prefix, read_weights(prefix, hp)
-        except UserError as e:
-            if i + 1 == len(found) or "does not match hparams.json" in str(e):
-                raise
-            logger.warning("warning: skipping %s: %s; falling back to %s", prefix, e, found[i + 1])
-    raise AssertionError("unreachable")
+    return newest_readable(path, lambda prefix: (prefix, read_weights(prefix, hp)))
 
 
 def load_model(path: str | Path, hp: HParams) -> GPT2:

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import candidates, list_tensors, load_weights, read_tensors, write_checkpoint
+from .checkpoint import (
+    candidates,
+    list_tensors,
+    load_weights,
+    newest_readable,
+    read_tensors,
+    write_checkpoint,
+)
 from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text
 from .folders import VOCAB_FILES, model_dir, vocab_paths
@@ -122,25 +129,12 @@ def _load(path: str | Path, hp: HParams) -> Start:
     return Start(weights, step, prefix, extra)
 
 
-def _load_newest(folder: Path, hp: HParams) -> Start:
-    """The newest checkpoint whose weights *and* optimizer/loop state read back; a damaged one is
-    skipped with a warning (load_weights alone checks only the weights, stored first)."""
-    found = candidates(folder)
-    for i, prefix in enumerate(found):
-        try:
-            return _load(prefix, hp)
-        except UserError as e:
-            if i + 1 == len(found) or "does not match hparams.json" in str(e):
-                raise
-            logger.warning("warning: skipping %s: %s; falling back to %s", relpath(prefix), e,
-                           relpath(found[i + 1]))
-    raise AssertionError("unreachable")
-
-
 def find_start(restore_from: str, run_dir: Path, base_dir: Path | None, hp: HParams) -> Start:
     """Resolve `--restore_from` to weights and state (see the module docstring)."""
     if restore_from == "latest" and candidates(run_dir):
-        return _load_newest(run_dir, hp)
+        # The newest checkpoint whose weights *and* optimizer/loop state read back (load_weights
+        # alone checks only the weights, stored first).
+        return newest_readable(run_dir, lambda prefix: _load(prefix, hp))
     if restore_from in ("latest", "fresh"):
         if base_dir is not None and candidates(base_dir):
             start = _load(base_dir, hp)

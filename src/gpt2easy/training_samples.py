@@ -54,15 +54,9 @@ class SampleWriter:
         """A generator reading the current weights (its bf16/transposed copies are refreshed)."""
         if self._generator is None:
             self._generator = Generator(self.gpt, self.precision)
-        gen = self._generator
-        if hasattr(gen, "refresh"):
-            gen.refresh()
         else:
-            fresh = Generator(self.gpt, self.precision).w
-            for name, var in gen.w.items():
-                if var is not fresh[name]:
-                    var.assign(fresh[name])
-        return gen
+            self._generator.refresh()
+        return self._generator
 
     def write(self, step: int, sampler) -> Path:
         """Generate `num` samples at step `step`; write them; hand them to `on_sample`."""
