@@ -40,10 +40,10 @@ def quiet_tensorflow() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)
+            capture.seek(0)  # replay what was said, also when the import failed
             lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-    sys.stderr.write("".join(x for x in lines if not any(n in x for n in _TF_NOISE)))
-    sys.stderr.flush()
+            sys.stderr.write("".join(x for x in lines if not any(n in x for n in _TF_NOISE)))
+            sys.stderr.flush()
 
 
 def setup_logging(verbose: bool = False) -> None:
