@@ -113,7 +113,8 @@ def train(
         grad_clip: clip gradients to this global norm (0 = off).
         weight_decay: decoupled weight decay of matrices (needs --optimizer adamw).
         precision: fp32, or bf16 (bf16 matmuls, float32 weights, optimizer and loss).
-        xla: compile the training step with XLA (slower on the CPUs measured; try on GPUs).
+        xla: compile the training step with XLA (on a 2-core CPU: 1.2x faster for small models
+            like the demo's, ~4% for 124M after a one-minute compile).
         strategy: auto (one device, or every GPU of this machine when it has several), default
             (one device), mirrored (every GPU of this machine), or multi_worker (the machines
             listed in the TF_CONFIG variable; run train.py on each, only the chief writes).

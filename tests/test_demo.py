@@ -80,7 +80,8 @@ def test_demo_echoes_each_command_and_takes_the_from_scratch_path(first_run):
     commands = echoed(first_run.stdout)
     scripts = [c.split(" | ")[-1].split()[1] for c in commands]
     assert scripts == ["demo/fetch_corpus.py", "download_model.py", "demo/fetch_vocab.py",
-                       "encode.py", "encode.py", "train.py", "interactive_conditional_samples.py"]
+                       "encode.py", "encode.py", "train.py", "demo/heldout_loss.py",
+                       "interactive_conditional_samples.py"]
     assert all(c.split(" | ")[-1].startswith("python ") for c in commands)
     assert "PATH: TRAINING FROM SCRATCH" in first_run.stdout
     assert "unreachable" in first_run.stdout
@@ -99,6 +100,11 @@ def test_demo_writes_what_it_says(demo_env, first_run):
         "julius_caesar.txt", "twelfth_night.txt"]
     assert json.loads((clone / "src/models/shakespeare-small/hparams.json").read_text()) == TINY
     assert not (clone / "src/models/124M").exists()  # the failed download cleaned up after itself
+
+
+def test_demo_reports_the_held_out_loss(first_run):
+    line = next(x for x in first_run.stdout.splitlines() if x.startswith("held-out loss: "))
+    assert 0 < float(line.split()[2]) < 20 and "nats/token over" in line
 
 
 def test_demo_answers_both_prompts(first_run):
