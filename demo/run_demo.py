@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         (f"samples/{path.run_name}/", "the samples written during training"),
     ]
     for name, what in where:
-        demo.say(f"  {name:<48} {what}")
+        demo.say(f"  {name:<52} {what}")
     demo.say("\nTalk to it yourself:\n  source .venv/bin/activate\n"
              f"  python interactive_conditional_samples.py --run_name {path.run_name} "
              "--temperature 0.8 --top_k 40")

@@ -136,3 +136,59 @@ def test_trained_run_folder_still_loads_after_moving(demo_env, first_run):
         timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SAMPLE 1" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory, demo_env):
+    """A local stand-in for OpenAI's storage: `124M/` holds a tiny GPT-2 in OpenAI's layout (random
+    weights, the real vocabulary), served over HTTP on 127.0.0.1."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from gpt2easy.checkpoint import write_openai_checkpoint
+    from gpt2easy.hparams import HParams
+    from gpt2easy.model import initial_weights
+
+    clone, env = demo_env
+    if "DEMO_VOCAB" not in env:
+        pytest.skip("the GPT-2 vocabulary is not in ../shared/data (needed for the fake 124M)")
+    root = tmp_path_factory.mktemp("mirror")
+    folder = root / "124M"
+    hp = HParams(**TINY)
+    write_openai_checkpoint(folder, initial_weights(hp, seed=5))
+    hp.to_json(folder / "hparams.json")
+    (folder / "model.ckpt.meta").write_bytes(b"")  # the graph file: fetched, never read
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copyfile(Path(env["DEMO_VOCAB"]) / name, folder / name)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fine_tune_path_when_openai_storage_is_reachable(demo_env, first_run, mirror):
+    """With 124M downloadable (here from a local mirror) the demo fine-tunes it, and says so."""
+    clone, env = demo_env
+    result = run_demo(clone, {**env, "DEMO_BASE_URL": mirror, "DEMO_STEPS": "2"})
+    out = result.stdout
+    assert "PATH: FINE-TUNING OpenAI's pretrained GPT-2 124M" in out
+    scripts = [c.split(" | ")[-1].split()[1] for c in echoed(out)]
+    assert scripts == ["demo/fetch_corpus.py", "download_model.py", "train.py", "demo/heldout_loss.py",
+                       "interactive_conditional_samples.py"]
+    assert (clone / "src/models/124M/model.ckpt.index").is_file()
+    assert trained(clone / "checkpoint/shakespeare-124M") == 2
+    assert "held-out loss: " in out and out.count("SAMPLE 1") >= 2
+    again = run_demo(clone, {**env, "DEMO_BASE_URL": mirror, "DEMO_STEPS": "2"})
+    assert "already in src/models/124M" in again.stdout and "not training again" in again.stdout
+
+
+def trained(run_dir: Path) -> int:
+    text = (run_dir / "checkpoint").read_text()
+    return int(text.split('"')[1].rsplit("-", 1)[1])
