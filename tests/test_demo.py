@@ -178,7 +178,7 @@ def test_fine_tune_path_when_openai_storage_is_reachable(demo_env, first_run, mi
     clone, env = demo_env
     result = run_demo(clone, {**env, "DEMO_BASE_URL": mirror, "DEMO_STEPS": "2"})
     out = result.stdout
-    assert "PATH: FINE-TUNING OpenAI's pretrained GPT-2 124M" in out
+    assert "PATH: FINE-TUNING OpenAI's pretrained GPT-2 124M" in out, out[:3000] + result.stderr[-2000:]
     scripts = [c.split(" | ")[-1].split()[1] for c in echoed(out)]
     assert scripts == ["demo/fetch_corpus.py", "download_model.py", "train.py", "demo/heldout_loss.py",
                        "interactive_conditional_samples.py"]

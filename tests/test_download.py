@@ -167,6 +167,17 @@ def test_full_download_is_byte_identical(tmp_path, server, files):
     assert result.summary().startswith("124M: 7 files downloaded, 0 skipped")
 
 
+def test_an_empty_file_on_the_server_downloads_as_an_empty_file(tmp_path, files):
+    empty = FakeServer({"124M": {**files, "model.ckpt.meta": b""}})
+    try:
+        fetch(tmp_path, empty)
+        assert (tmp_path / "124M" / "model.ckpt.meta").read_bytes() == b""
+        assert not list((tmp_path / "124M").glob("*.part"))
+        fetch(tmp_path, empty)  # and a second run finds it complete
+    finally:
+        empty.close()
+
+
 def test_rerun_skips_complete_files_without_fetching_bodies(tmp_path, server, files):
     fetch(tmp_path, server)
     server.requests.clear()

@@ -159,7 +159,7 @@ class _FileFetch:
         have = self.part.stat().st_size if self.part.is_file() else 0
         if size is not None and have > size:
             have = 0  # not a prefix of this file: start over
-        if size is None or have < size:
+        if size is None or have < size or not self.part.is_file():  # an empty file needs a .part too
             size = self._fetch_into_part(have, size)
         if size is not None and self.part.stat().st_size != size:
             raise _Transient(f"got {self.part.stat().st_size} of {size} bytes")
