@@ -155,7 +155,7 @@ def mirror(tmp_path_factory, demo_env):
         pytest.skip("the GPT-2 vocabulary is not in ../shared/data (needed for the fake 124M)")
     root = tmp_path_factory.mktemp("mirror")
     folder = root / "124M"
-    hp = HParams(**TINY)
+    hp = HParams(**{**TINY, "n_ctx": 128})  # the route samples 100 tokens during training
     write_openai_checkpoint(folder, initial_weights(hp, seed=5))
     hp.to_json(folder / "hparams.json")
     (folder / "model.ckpt.meta").write_bytes(b"")  # the graph file: fetched, never read
