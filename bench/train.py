@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Training speed on the 124M shape: our step against the peers, on this machine (CPU).
+"""Training speed: our step against the peers, on this machine (CPU), on two shapes.
 
     .venv/bin/pip install -r bench/requirements.txt           # transformers + torch==2.13.0 (CPU)
     .venv/bin/pip install --no-deps gpt-2-simple==0.8.1       # the classic TF1 graph (no deps!)
     .venv/bin/python bench/train.py                           # all, 3 timed steps each
     .venv/bin/python bench/train.py --only ours-fp32,hf-fp32 --steps 5
+    .venv/bin/python bench/train.py --shape demo --only ours-fp32,ours-fp32-xla,classic-tf1,hf-fp32 --steps 20
 
-Random weights, batch 1 x 1024 tokens, Adam (lr 2e-5), one process per setting, one at a time:
+Shapes: `124m` (default): GPT-2 124M, batch 1 x 1024 tokens, Adam (lr 2e-5), as the classic
+fine-tuning. `demo`: the demo's preset (4 layers x 256, 4 heads, context 128), batch 4 x 128 tokens,
+AdamW (weight decay 0.1 on matrices; Adam for the classic graph, which has no AdamW), where the
+50257-way output layer is most of the work. Random weights, one process per setting, one at a time:
 - ours-fp32, ours-bf16: gpt2easy's compiled step (train.TrainStep), as train.py runs it.
 - classic-tf1: gpt-2-simple's model.py (nshepperd's/OpenAI's TF1 graph) under tf.compat.v1 with
   `tf.compat.v1.train.AdamOptimizer`, fed through a placeholder like the classic train.py.
 - hf-fp32, hf-bf16: transformers GPT2LMHeadModel on PyTorch, torch.optim.Adam; bf16 = autocast.
 Each runs one untimed warm-up step (compilation), then `--steps` timed steps; we report the
-median seconds per step, tokens/s (1024 tokens per step for every tool), peak RSS, the ratio to the
+median seconds per step, tokens/s (the same tokens per step for every tool), peak RSS, the ratio to the
 fastest peer, and achieved FLOP/s: 6 * params * tokens + 12 * n_layer * n_ctx^2 * n_embd (attention,
 forward + backward, full square) per step, against the matmul peak measured here (a 2048^3 matmul
 in TensorFlow and in PyTorch, fp32 and bf16). A setting whose warm-up step exceeds `--timeout`
@@ -44,14 +48,27 @@ from gpt2easy import cli  # noqa: E402
 SETTINGS = ("ours-fp32", "ours-bf16", "classic-tf1", "hf-fp32", "hf-bf16")
 PEERS = ("classic-tf1", "hf-fp32", "hf-bf16")
 LR = 2e-5
+SHAPES = {  # name: (hparams, batch size, window, optimizer)
+    "124m": ({}, 1, 1024, "adam"),
+    "demo": ({"n_ctx": 128, "n_embd": 256, "n_head": 4, "n_layer": 4}, 4, 128, "adamw"),
+}
+WEIGHT_DECAY = 0.1
+
+
+def shape_of(name: str):
+    """(HParams, batch, window, optimizer) of a shape name."""
+    from gpt2easy.hparams import HParams
+
+    fields, batch, window, optimizer = SHAPES[name]
+    return HParams(**fields), batch, window, optimizer
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tokens(seed=0):
-    return np.random.default_rng(seed).integers(0, 50257, size=(1, 1025)).astype(np.int32)
+def tokens(batch: int = 1, window: int = 1024, seed=0):
+    return np.random.default_rng(seed).integers(0, 50257, size=(batch, window + 1)).astype(np.int32)
 
 
 def time_steps(step, n: int) -> dict:
@@ -71,21 +88,22 @@ def time_steps(step, n: int) -> dict:
 # --- workers (each in its own process) -----------------------------------------------------------
 
 
-def worker_ours(precision: str, n: int, xla: bool = False) -> dict:
-    from gpt2easy.hparams import HParams
+def worker_ours(precision: str, n: int, xla: bool = False, shape_name: str = "124m") -> dict:
     from gpt2easy.model import GPT2
     from gpt2easy.optim import Optimizer
     from gpt2easy.train import StepConfig, TrainStep
 
-    gpt = GPT2(HParams(), seed=0)
-    step = TrainStep(gpt, Optimizer("adam", gpt.weights),
-                     StepConfig(batch_size=1, window=1024, precision=precision, jit=xla))
-    rows = tokens()[None]
+    hp, batch, window, optimizer = shape_of(shape_name)
+    gpt = GPT2(hp, seed=0)
+    decay = WEIGHT_DECAY if optimizer == "adamw" else 0.0
+    step = TrainStep(gpt, Optimizer(optimizer, gpt.weights, weight_decay=decay),
+                     StepConfig(batch_size=batch, window=window, precision=precision, jit=xla))
+    rows = tokens(batch, window)[None]
     counter = iter(range(10**6))
     return time_steps(lambda: step(rows, LR, next(counter))[0], n)
 
 
-def worker_classic(n: int) -> dict:
+def worker_classic(n: int, shape_name: str = "124m") -> dict:
     import importlib.util
 
     import tensorflow as tf
@@ -101,8 +119,10 @@ def worker_classic(n: int) -> dict:
     spec.loader.exec_module(model)
 
     tf.compat.v1.disable_eager_execution()
-    hparams = model.HParams(n_vocab=50257, n_ctx=1024, n_embd=768, n_head=12, n_layer=12)
-    context = tf.compat.v1.placeholder(tf.int32, [1, None])
+    hp, batch, window, _ = shape_of(shape_name)
+    hparams = model.HParams(n_vocab=hp.n_vocab, n_ctx=hp.n_ctx, n_embd=hp.n_embd, n_head=hp.n_head,
+                            n_layer=hp.n_layer)
+    context = tf.compat.v1.placeholder(tf.int32, [batch, None])
     logits = model.model(hparams=hparams, X=context)["logits"]
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=context[:, 1:], logits=logits[:, :-1]))
@@ -112,19 +132,28 @@ def worker_classic(n: int) -> dict:
     config.graph_options.rewrite_options.layout_optimizer = 2  # RewriterConfig.OFF
     sess = tf.compat.v1.Session(config=config)
     sess.run(tf.compat.v1.global_variables_initializer())
-    feed = {context: tokens()[:, :1024]}
+    feed = {context: tokens(batch, window)[:, :window]}
     return time_steps(lambda: sess.run((opt, loss), feed_dict=feed)[1], n)
 
 
-def worker_hf(precision: str, n: int) -> dict:
+def worker_hf(precision: str, n: int, shape_name: str = "124m") -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    hp, batch, window, optimizer = shape_of(shape_name)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    model = GPT2LMHeadModel(GPT2Config(
+        n_positions=hp.n_ctx, n_embd=hp.n_embd, n_head=hp.n_head, n_layer=hp.n_layer,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    x = torch.from_numpy(tokens()[:, :1024]).long()
+    if optimizer == "adamw":  # decay on matrices only, as ours
+        params = list(model.parameters())
+        opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2]},
+                                 {"params": [p for p in params if p.dim() < 2],
+                                  "weight_decay": 0.0}], lr=LR, weight_decay=WEIGHT_DECAY)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=LR)
+    x = torch.from_numpy(tokens(batch, window)[:, :window]).long()
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -203,14 +232,14 @@ def run_worker(args: list[str], timeout: float) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def flops_per_step(t: int = 1024) -> float:
-    from gpt2easy.hparams import HParams
+def flops_per_step(shape_name: str) -> float:
+    """6 * params * tokens + attention (forward + backward over the full square) per step."""
+    hp, batch, t, _ = shape_of(shape_name)
+    return batch * (6 * hp.n_params() * t + 12 * hp.n_layer * t * t * hp.n_embd)
 
-    hp = HParams()
-    return 6 * hp.n_params() * t + 12 * hp.n_layer * t * t * hp.n_embd
 
-
-def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0) -> None:
+def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0,
+          shape: str = "124m") -> None:
     """Time every setting in its own process and print the table (see the module docstring).
 
     Args:
@@ -219,24 +248,30 @@ def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0
             hf-fp32, hf-bf16.
         timeout: seconds allowed per setting.
         curve: also compare fp32 and bf16 loss curves over this many steps (0 = skip).
+        shape: 124m or demo (see the module docstring).
     """
+    if shape not in SHAPES:
+        raise SystemExit(f"--shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    _, batch, window, optimizer = SHAPES[shape]
+    per_step = batch * window
     chosen = [s for s in (str(only).split(",") if only else SETTINGS) if s]
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo"], capture_output=True,
                          text=True).stdout.split(":")[-1].strip()
-    print(f"machine: {cpu}, {os.cpu_count()} cores; 124M shape, batch 1 x 1024 tokens, Adam")
+    print(f"machine: {cpu}, {os.cpu_count()} cores; shape {shape}, batch {batch} x {window} tokens, "
+          f"{optimizer}")
     peaks = {e: run_worker(["peak", e], 300) for e in ("tf", "torch")}
     for e, p in peaks.items():
         if "error" not in p:
             print(f"matmul peak ({e}): fp32 {p['fp32']:.0f} GFLOP/s, bf16 {p['bf16']:.1f} GFLOP/s")
     peak32 = max(p.get("fp32", 0) for p in peaks.values())
-    flops = flops_per_step()
+    flops = flops_per_step(shape)
     results = {}
     for name in chosen:
-        results[name] = r = run_worker([name, str(steps)], timeout)
+        results[name] = r = run_worker([name, str(steps), shape], timeout)
         if "error" in r:
             print(f"{name:14s} {r['error']}", flush=True)
         else:
-            print(f"{name:14s} {r['s_per_step']:7.2f} s/step {1024 / r['s_per_step']:7.0f} tokens/s "
+            print(f"{name:14s} {r['s_per_step']:7.3f} s/step {per_step / r['s_per_step']:7.0f} tokens/s "
                   f"(warm-up {r['warmup_s']:.1f} s, steps {', '.join(f'{t:.2f}' for t in r['times'])}"
                   f", CPU {r['cpu_s_per_step']:.1f} s/step, loss {r['loss']:.3f}, "
                   f"peak RSS {r['rss_mb']:.0f} MB)",
@@ -255,8 +290,8 @@ def bench(steps: int = 3, only: str = "", timeout: float = 900.0, curve: int = 0
         gflops = flops / r["s_per_step"] / 1e9
         cpu_ratio = ok[best]["cpu_s_per_step"] / r["cpu_s_per_step"] if best else float("nan")
         of_peak = 100 * gflops / peak32 if peak32 else float("nan")
-        print(f"{name:14s} {r['s_per_step']:7.2f} {1024 / r['s_per_step']:9.0f} {ratio:17.2f}x "
-              f"{r['cpu_s_per_step']:11.1f} {cpu_ratio:9.2f}x {gflops:8.0f} {of_peak:11.0f}% "
+        print(f"{name:14s} {r['s_per_step']:7.3f} {per_step / r['s_per_step']:9.0f} {ratio:17.2f}x "
+              f"{r['cpu_s_per_step']:11.2f} {cpu_ratio:9.2f}x {gflops:8.0f} {of_peak:11.0f}% "
               f"{r['rss_mb']:7.0f}")
     print(f"(FLOP per step: {flops / 1e9:.0f} G = 6 x params x tokens + attention)")
     if curve:
@@ -278,11 +313,12 @@ def worker_main(args: list[str]) -> None:
     elif kind == "curve":
         out = worker_curve(args[1], int(args[2]))
     elif kind.startswith("ours-"):
-        out = worker_ours(kind.split("-")[1], int(args[1]), xla=kind.endswith("-xla"))
+        out = worker_ours(kind.split("-")[1], int(args[1]), xla=kind.endswith("-xla"),
+                          shape_name=args[2])
     elif kind == "classic-tf1":
-        out = worker_classic(int(args[1]))
+        out = worker_classic(int(args[1]), args[2])
     elif kind.startswith("hf-"):
-        out = worker_hf(kind[3:], int(args[1]))
+        out = worker_hf(kind[3:], int(args[1]), args[2])
     else:
         raise SystemExit(f"unknown setting {kind}")
     print(json.dumps(out))
