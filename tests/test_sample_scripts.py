@@ -141,6 +141,9 @@ def test_unconditional_forever_stops_cleanly_on_ctrl_c(root, models, tmp_path):
         [sys.executable, str(root / "generate_unconditional_samples.py"), "--models_dir",
          str(models), "--model_name", "tiny", "--length", "3", "--output", str(target)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # Python raises KeyboardInterrupt only if SIGINT is at its default when it starts; a test
+        # run launched in the background by a shell inherits it ignored (then this hung).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 120
     seen = ""
