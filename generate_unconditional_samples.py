@@ -64,7 +64,7 @@ def sample_model(
         verbose: more logging.
     """
     del verbose  # read by cli.run to set the log level
-    from gpt2easy.sample import check_flags, parse_stops, pick_seed
+    from gpt2easy.sample import check_flags, parse_stops
 
     check_flags(nsamples=nsamples, batch_size=batch_size, length=length, temperature=temperature,
                 top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
@@ -72,19 +72,13 @@ def sample_model(
     stops = parse_stops(stop)
     cli.quiet_tensorflow()
     from gpt2easy.files import atomic_write_text
-    from gpt2easy.sample import ENDOFTEXT, Settings, banner, load, resolve_length, stream_samples
+    from gpt2easy.sample import ENDOFTEXT, banner, load, settings_from_flags, stream_samples
 
     generator, encoder, hp = load(models_dir, model_name, run_name, checkpoint, precision)
-    settings = Settings(
-        length=resolve_length(length, hp.n_ctx, hp.n_ctx),
-        temperature=float(temperature),
-        top_k=int(top_k),
-        top_p=float(top_p),
-        repetition_penalty=float(repetition_penalty),
-        stop=stops,
-        stop_at_endoftext=bool(stop_at_endoftext),
-        seed=pick_seed(seed),
-    )
+    settings = settings_from_flags(
+        hp.n_ctx, hp.n_ctx, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, stops=stops, stop_at_endoftext=stop_at_endoftext,
+        seed=seed)  # fmt: skip
     batch_size, nsamples = int(batch_size), int(nsamples)
     done: list[str] = []
     try:

@@ -104,6 +104,23 @@ def pick_seed(seed: int | None) -> int:
     return int(seed) % 2**63
 
 
+def settings_from_flags(n_ctx: int, default_length: int, *, length, temperature, top_k, top_p,
+                        repetition_penalty, stops, stop_at_endoftext, seed) -> Settings:
+    """The sampling scripts' flags (already through `check_flags` and `parse_stops`, which run
+    before the model loads) as `Settings` for a model of context `n_ctx`; `--length` defaults to
+    `default_length`, the seed to a random one."""
+    return Settings(
+        length=resolve_length(length, default_length, n_ctx),
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        repetition_penalty=float(repetition_penalty),
+        stop=tuple(stops),
+        stop_at_endoftext=bool(stop_at_endoftext),
+        seed=pick_seed(seed),
+    )
+
+
 def resolve_length(length: int | None, default: int, n_ctx: int) -> int:
     """`--length`, or the script's default; never above n_ctx."""
     length = default if length is None else int(length)
