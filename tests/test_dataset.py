@@ -13,19 +13,8 @@ from hypothesis import strategies as st
 
 from gpt2easy import corpus, dataset
 from gpt2easy.dataset import Sampler, load_dataset, load_npz, save_npz
-from gpt2easy.encoder import ENDOFTEXT, get_encoder
+from gpt2easy.encoder import ENDOFTEXT
 from gpt2easy.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def fast(vocab_dir):
-    return get_encoder(vocab_dir)
-
-
-@pytest.fixture(scope="module")
-def ref(vocab_dir):
-    return get_encoder(vocab_dir, engine="reference")
-
 
 # ---------------------------------------------------------------- archives
 

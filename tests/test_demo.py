@@ -139,28 +139,20 @@ def test_trained_run_folder_still_loads_after_moving(demo_env, first_run):
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory, demo_env):
+def mirror(tmp_path_factory, make_model):
     """A local stand-in for OpenAI's storage: `124M/` holds a tiny GPT-2 in OpenAI's layout (random
     weights, the real vocabulary), served over HTTP on 127.0.0.1."""
     import functools
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from gpt2easy.checkpoint import write_openai_checkpoint
     from gpt2easy.hparams import HParams
     from gpt2easy.model import initial_weights
 
-    clone, env = demo_env
-    if "DEMO_VOCAB" not in env:
-        pytest.skip("the GPT-2 vocabulary is not in ../shared/data (needed for the fake 124M)")
     root = tmp_path_factory.mktemp("mirror")
-    folder = root / "124M"
     hp = HParams(**{**TINY, "n_ctx": 128})  # the route samples 100 tokens during training
-    write_openai_checkpoint(folder, initial_weights(hp, seed=5))
-    hp.to_json(folder / "hparams.json")
+    folder = make_model(root / "124M", hp, initial_weights(hp, seed=5))
     (folder / "model.ckpt.meta").write_bytes(b"")  # the graph file: fetched, never read
-    for name in ("encoder.json", "vocab.bpe"):
-        shutil.copyfile(Path(env["DEMO_VOCAB"]) / name, folder / name)
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:

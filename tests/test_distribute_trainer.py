@@ -6,7 +6,6 @@ loss, validation loss and checkpoint (noise, accumulation and validation on); on
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -40,12 +39,8 @@ def launch(tmp, name, cfg, logical_cpus=1, tf_config_text=None):
 
 
 @pytest.mark.slow
-def test_trainer_mirrored_and_multi_worker_equal_one_process(tmp_path, vocab_dir):
-    folder = tmp_path / "models" / "tiny"
-    folder.mkdir(parents=True)
-    HP.to_json(folder / "hparams.json")
-    for f in ("encoder.json", "vocab.bpe"):
-        shutil.copy(vocab_dir / f, folder / f)
+def test_trainer_mirrored_and_multi_worker_equal_one_process(tmp_path, make_model):
+    make_model(tmp_path / "models" / "tiny", HP)
     rng = np.random.default_rng(5)
     save_npz(tmp_path / "corpus.npz", [rng.integers(0, HP.n_vocab, n) for n in (400, 300)],
              HP.n_vocab)
@@ -82,16 +77,12 @@ def test_trainer_mirrored_and_multi_worker_equal_one_process(tmp_path, vocab_dir
 
 
 @pytest.mark.slow
-def test_trainer_sigterm_on_the_other_worker_stops_both_with_the_chiefs_save(tmp_path, vocab_dir):
+def test_trainer_sigterm_on_the_other_worker_stops_both_with_the_chiefs_save(tmp_path, make_model):
     import re
     import signal
     import time
 
-    folder = tmp_path / "models" / "tiny"
-    folder.mkdir(parents=True)
-    HP.to_json(folder / "hparams.json")
-    for f in ("encoder.json", "vocab.bpe"):
-        shutil.copy(vocab_dir / f, folder / f)
+    make_model(tmp_path / "models" / "tiny", HP)
     save_npz(tmp_path / "corpus.npz", [np.random.default_rng(5).integers(0, HP.n_vocab, 500)],
              HP.n_vocab)
     cfg = dict(dataset="corpus.npz", models_dir="models", model_name="tiny", seed=3, steps=None,

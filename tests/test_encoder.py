@@ -11,21 +11,9 @@ from hypothesis import strategies as st
 
 from gpt2easy.encoder import (
     ENDOFTEXT,
-    Encoder,
-    ReferenceEncoder,
     bytes_to_unicode,
     get_encoder,
 )
-
-
-@pytest.fixture(scope="module")
-def fast(vocab_dir) -> Encoder:
-    return get_encoder(vocab_dir)
-
-
-@pytest.fixture(scope="module")
-def ref(vocab_dir) -> ReferenceEncoder:
-    return get_encoder(vocab_dir, engine="reference")
 
 
 @pytest.fixture(scope="module")

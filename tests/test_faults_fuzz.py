@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpt2easy.dataset import load_dataset, load_npz, save_npz
-from gpt2easy.encoder import ENDOFTEXT, fix_surrogates, get_encoder
+from gpt2easy.encoder import ENDOFTEXT, fix_surrogates
 from gpt2easy.errors import UserError
 
 N_VOCAB = 50257
@@ -23,16 +23,6 @@ N_VOCAB = 50257
 def fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-@pytest.fixture(scope="module")
-def fast(vocab_dir):
-    return get_encoder(vocab_dir)
-
-
-@pytest.fixture(scope="module")
-def ref(vocab_dir):
-    return get_encoder(vocab_dir, engine="reference")
 
 
 # --- encoder ------------------------------------------------------------------------------------

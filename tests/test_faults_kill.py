@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,14 +46,9 @@ SAVED_LINE = re.compile(r"^saved .*model-(\d+)$")
 
 
 @pytest.fixture
-def work(tmp_path, vocab_dir):
+def work(tmp_path, make_model):
     """models/tiny (tiny hparams, the real vocabulary, initial weights) and corpus.npz."""
-    folder = tmp_path / "models" / "tiny"
-    folder.mkdir(parents=True)
-    HP.to_json(folder / "hparams.json")
-    for f in ("encoder.json", "vocab.bpe"):
-        shutil.copy(vocab_dir / f, folder / f)
-    ck.write_openai_checkpoint(folder, initial_weights(HP, seed=3))
+    make_model(tmp_path / "models" / "tiny", HP, initial_weights(HP, seed=3))
     rng = np.random.default_rng(0)
     save_npz(tmp_path / "corpus.npz", [rng.integers(0, HP.n_vocab, n) for n in (3000, 500)])
     return tmp_path

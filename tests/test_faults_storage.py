@@ -330,7 +330,7 @@ def test_interrupted_save_leftovers_are_ignored_and_cleaned(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, vocab_dir):
+def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, make_model):
     """train.py whose run folder fills a small disk: the save that does not fit ends the run with
     exit 2 and one line naming it; the previous checkpoint still loads and can be resumed from."""
     disk = tmp_path / "disk"
@@ -338,11 +338,7 @@ def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, vocab_dir):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         hp = HParams(n_vocab=50257, n_ctx=32, n_embd=16, n_head=2, n_layer=2)  # ~10 MB a save
-        model = tmp_path / "models" / "tiny"
-        model.mkdir(parents=True)
-        hp.to_json(model / "hparams.json")
-        for f in ("encoder.json", "vocab.bpe"):
-            shutil.copy(vocab_dir / f, model / f)
+        make_model(tmp_path / "models" / "tiny", hp)
         from gpt2easy.dataset import save_npz
 
         save_npz(tmp_path / "corpus.npz", [np.arange(500) % 1000])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gpt2easy.checkpoint import write_openai_checkpoint
 from gpt2easy.dataset import save_npz
 from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights, model
@@ -28,14 +26,9 @@ def load_script(root):
 
 
 @pytest.fixture
-def work(tmp_path, vocab_dir):
-    folder = tmp_path / "models" / "tiny"
-    folder.mkdir(parents=True)
-    HP.to_json(folder / "hparams.json")
-    for f in ("encoder.json", "vocab.bpe"):
-        shutil.copy(vocab_dir / f, folder / f)
+def work(tmp_path, make_model):
     weights = initial_weights(HP, seed=3)
-    write_openai_checkpoint(folder, weights)
+    make_model(tmp_path / "models" / "tiny", HP, weights)
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, HP.n_vocab, n) for n in DOCS]
     save_npz(tmp_path / "val.npz", docs, HP.n_vocab)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2easy.checkpoint import write_checkpoint, write_openai_checkpoint
+from gpt2easy.checkpoint import write_checkpoint
 from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights
 
@@ -19,19 +19,10 @@ BANNER = "=" * 40 + " SAMPLE {} " + "=" * 40
 pytestmark = pytest.mark.slow
 
 
-def link_vocab(folder: Path, vocab_dir: Path) -> None:
-    for name in ("encoder.json", "vocab.bpe"):
-        (folder / name).symlink_to(vocab_dir / name)
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, vocab_dir) -> Path:
+def models(tmp_path_factory, make_model) -> Path:
     root = tmp_path_factory.mktemp("models")
-    folder = root / "tiny"
-    folder.mkdir()
-    HP.to_json(folder / "hparams.json")
-    link_vocab(folder, vocab_dir)
-    write_openai_checkpoint(folder, initial_weights(HP, seed=1))
+    make_model(root / "tiny", HP, initial_weights(HP, seed=1))
     return root
 
 
@@ -68,11 +59,8 @@ def test_interactive_end_of_input_exits_quietly(root, models):
     assert out.returncode == 0 and out.stdout == "" and "Traceback" not in out.stderr
 
 
-def test_interactive_from_a_run_and_a_chosen_checkpoint(root, models, tmp_path, vocab_dir):
-    run_dir = tmp_path / "checkpoint" / "run1"
-    run_dir.mkdir(parents=True)
-    HP.to_json(run_dir / "hparams.json")
-    link_vocab(run_dir, vocab_dir)
+def test_interactive_from_a_run_and_a_chosen_checkpoint(root, models, tmp_path, make_model):
+    run_dir = make_model(tmp_path / "checkpoint" / "run1", HP)
     write_checkpoint(run_dir, 3, initial_weights(HP, seed=2))
     newest = write_checkpoint(run_dir, 5, initial_weights(HP, seed=3))
     args = ("--length", 6, "--temperature", 0)
@@ -111,10 +99,8 @@ def own_lines(stderr: str) -> list[str]:
     return [line for line in stderr.strip().splitlines() if not line.startswith(noise)]
 
 
-def test_folder_without_checkpoint(root, tmp_path, vocab_dir):
-    (tmp_path / "empty").mkdir()
-    HP.to_json(tmp_path / "empty" / "hparams.json")
-    link_vocab(tmp_path / "empty", vocab_dir)
+def test_folder_without_checkpoint(root, tmp_path, make_model):
+    make_model(tmp_path / "empty", HP)
     out = interactive(root, tmp_path, "--model_name", "empty")
     assert out.returncode == 2 and "Traceback" not in out.stderr
 

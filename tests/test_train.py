@@ -172,14 +172,10 @@ def test_bf16_step_tracks_fp32():
 
 
 @pytest.fixture
-def tiny(tmp_path, vocab_dir, monkeypatch):
+def tiny(tmp_path, make_model, monkeypatch):
     """A model folder with hparams and vocabulary but no checkpoint, a corpus, cwd = tmp_path."""
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "models" / "tiny"
-    folder.mkdir(parents=True)
-    HP.to_json(folder / "hparams.json")
-    for f in ("encoder.json", "vocab.bpe"):
-        shutil.copy(vocab_dir / f, folder / f)
+    make_model(tmp_path / "models" / "tiny", HP)
     rng = np.random.default_rng(5)
     save_npz(tmp_path / "corpus.npz", [rng.integers(0, HP.n_vocab, n) for n in (400, 300)], HP.n_vocab)
     return tmp_path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,13 +22,9 @@ HP = HParams(n_vocab=300, n_ctx=32, n_embd=32, n_head=2, n_layer=2)
 
 
 @pytest.fixture
-def work(tmp_path, vocab_dir, root):
+def work(tmp_path, make_model, root):
     """models/tiny (hparams + vocabulary, no checkpoint) and corpus.npz under a fresh folder."""
-    folder = tmp_path / "models" / "tiny"
-    folder.mkdir(parents=True)
-    HP.to_json(folder / "hparams.json")
-    for f in ("encoder.json", "vocab.bpe"):
-        shutil.copy(vocab_dir / f, folder / f)
+    make_model(tmp_path / "models" / "tiny", HP)
     rng = np.random.default_rng(0)
     save_npz(tmp_path / "corpus.npz", [rng.integers(0, HP.n_vocab, 500)], HP.n_vocab)
     return tmp_path
