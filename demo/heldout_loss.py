@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gpt2easy import cli  # noqa: E402
 from gpt2easy.errors import UserError  # noqa: E402
+from gpt2easy.folders import DEFAULT_MODELS_DIR  # noqa: E402
 
 
 def windows(chunks, window: int) -> dict[int, list]:
@@ -35,13 +36,12 @@ def windows(chunks, window: int) -> dict[int, list]:
 
 
 def heldout_loss(dataset: str, run_name: str | None = None, model_name: str = "124M",
-                 models_dir: str = "src/models", checkpoint: str | None = None,
+                 models_dir: str = DEFAULT_MODELS_DIR, checkpoint: str | None = None,
                  checkpoint_dir: str = "checkpoint", window: int = 0, batch_size: int = 16) -> None:
     """Print `held-out loss: X nats/token over N tokens (checkpoint C)` on stdout."""
     cli.quiet_tensorflow()
-    from gpt2easy.checkpoint import load_weights, open_model
+    from gpt2easy.checkpoint import load_model, open_model
     from gpt2easy.dataset import load_npz
-    from gpt2easy.model import GPT2
     from gpt2easy.train import EvalLoss
 
     hp, _, prefix = open_model(models_dir, model_name, run_name, checkpoint, checkpoint_dir)
@@ -49,8 +49,7 @@ def heldout_loss(dataset: str, run_name: str | None = None, model_name: str = "1
     if not 0 < window <= hp.n_ctx:
         raise UserError(f"--window must be between 1 and the model's context {hp.n_ctx}, got {window}")
     chunks = load_npz(dataset, n_vocab=hp.n_vocab)
-    prefix, weights = load_weights(prefix, hp)
-    gpt = GPT2(hp, weights)
+    gpt = load_model(prefix, hp)
     total, count = 0.0, 0
     for length, rows in sorted(windows(chunks, window).items()):
         loss = EvalLoss(gpt, min(batch_size, len(rows)), length)
