@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .errors import UserError
+from .options import opt
 
 DEFAULT_MODELS_DIR = "src/models"
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
 # Old names of OpenAI's releases (renamed in August 2019 when the parameter counts were corrected).
 MODEL_ALIASES = {"117M": "124M", "345M": "355M"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelFlags:
+    """Which model to use: the flags every command that loads a model shares (sampling, evaluate,
+    export, serve). `checkpoint` wins over `run_name`, which wins over `model_name`."""
+
+    model_name: str = opt("124M", "model folder under models_dir (124M, 355M, 774M, 1558M or your own)")
+    models_dir: str = opt(DEFAULT_MODELS_DIR, "folder holding one folder per model")
+    run_name: str | None = opt(None, "use the newest checkpoint of the training run checkpoint/RUN_NAME")
+    checkpoint: str | None = opt(None, "use this checkpoint folder or model-N prefix")
 
 
 def available_models(models_dir: str | Path) -> list[str]:
