@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .errors import UserError
+from .options import opt
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,31 @@ class Settings:
             penalty=self.repetition_penalty,
             eos=eos if self.stop_at_endoftext else -1,
         )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplingFlags:
+    """The sampling options every sampling command shares (the two classic scripts, the Python API's
+    `generate`, the server's defaults). Defaults are the interactive script's; the unconditional
+    script overrides `length`'s meaning (None = n_ctx there, n_ctx // 2 here)."""
+
+    seed: int | None = opt(None, "seed of the random draws; the same seed and flags give the same text "
+                                 "(default: random, shown with --verbose)")
+    length: int | None = opt(None, "new tokens per sample (default n_ctx // 2); a prompt too long to "
+                                   "leave room keeps its last tokens, with a warning", minimum=1)
+    temperature: float = opt(1.0, "divides the logits; below 1 is more predictable, 0 is greedy",
+                             minimum=0.0)
+    top_k: int = opt(0, "sample among the k most likely tokens only; 0 = no limit", minimum=0)
+    top_p: float = opt(1.0, "sample among the most likely tokens whose mass reaches p (after top_k); "
+                            "0 or 1 = off", minimum=0.0, maximum=1.0)
+    repetition_penalty: float = opt(1.0, "CTRL's penalty on tokens already in the prompt or sample "
+                                         "(1.2 is common); 1 = off")
+    stop: tuple[str, ...] = opt((), "a string, or a list like '[\"\\n\\n\", \"THE END\"]': a sample "
+                                    "ends just before it")
+    stop_at_endoftext: bool = opt(True, "end a sample at <|endoftext|> (not shown); off: keep going "
+                                        "and show it, as the classic script did")
+    precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16 (faster where the CPU "
+                                 "has native bf16)", choices=PRECISIONS)
 
 
 def _number(name: str, value, kind: type):
