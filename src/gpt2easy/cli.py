@@ -25,10 +25,15 @@ def quiet_tensorflow() -> None:
     then logs two lines at import, before any log level applies: we capture file descriptor 2 during
     the import and replay every other line.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Level 3: TensorFlow's C++ errors are also its own chatter here (the XLA cache logs a harmless
+    # parse error on every load); real failures still reach Python as exceptions with their message.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if "tensorflow" in sys.modules:
         return
+    from . import compile_cache
+
+    compile_cache.enable()
     import tempfile
 
     sys.stderr.flush()

@@ -1,0 +1,60 @@
+"""Fast-path choices (`--precision auto`, `--xla auto`) and the XLA compilation cache's folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from gpt2easy import compile_cache, machine
+
+
+def test_auto_precision_follows_native_bf16(monkeypatch):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert machine.resolve_precision("auto", gpu=False) == "fp32"
+    assert machine.resolve_precision("auto", gpu=True) == "bf16"
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert machine.resolve_precision("auto", gpu=False) == "bf16"
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"amx_bf16", "amx_tile"}))
+    assert machine.resolve_precision("auto", gpu=False) == "bf16"
+    for explicit in ("fp32", "bf16"):  # an explicit choice is never changed
+        assert machine.resolve_precision(explicit, gpu=True) == explicit
+
+
+def test_auto_xla_small_fp32_only():
+    assert machine.resolve_xla("auto", "fp32", 16_000_000) is True
+    assert machine.resolve_xla("auto", "fp32", 124_000_000) is False
+    assert machine.resolve_xla("auto", "bf16", 16_000_000) is False
+    assert machine.resolve_xla(True, "bf16", 124_000_000) is True
+    assert machine.resolve_xla(False, "fp32", 1) is False
+
+
+def test_cpu_flags_read_from_proc():
+    if not os.path.exists("/proc/cpuinfo"):
+        return
+    flags = machine.cpu_flags()
+    assert "sse2" in flags or "fp" in flags or "neon" in flags  # any x86-64 or Arm CPU has one
+
+
+def test_cache_folder_depends_on_cpu_and_tensorflow(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2EASY_CACHE", str(tmp_path))
+    a = compile_cache.cache_dir()
+    assert a.parent == tmp_path / "xla" and compile_cache.tensorflow_version() in a.name
+    monkeypatch.setattr(compile_cache, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert compile_cache.cache_dir() != a  # another instruction set never loads these programs
+    monkeypatch.setattr(compile_cache, "tensorflow_version", lambda: "0.0.1")
+    assert "tf-0.0.1-" in compile_cache.cache_dir().name
+
+
+def test_enable_sets_flag_once_and_can_be_off(tmp_path):
+    code = ("import os, sys; sys.path.insert(0, 'src'); from gpt2easy import compile_cache; "
+            "print(compile_cache.enable()); print(os.environ.get('TF_XLA_FLAGS', ''))")
+    env = {**os.environ, "GPT2EASY_CACHE": str(tmp_path), "TF_XLA_FLAGS": "--tf_xla_auto_jit=0"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                         check=True).stdout.splitlines()  # fmt: skip
+    assert out[0].startswith(str(tmp_path / "xla"))
+    assert out[1] == f"--tf_xla_auto_jit=0 {compile_cache.FLAG}={out[0]}"
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "GPT2EASY_XLA_CACHE": "0"}, cwd=root,
+                         capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert off == ["None", "--tf_xla_auto_jit=0"]
