@@ -93,8 +93,8 @@ def run_command(name: str, argv: list[str], prog: str) -> None:
 
 
 def run(fn: Callable, argv: list[str] | None = None) -> None:
-    """Run a plain function as a command line: its parameters are the flags (those without a
-    default also positional), their types the annotations, their help the docstring's `Args:`."""
+    """Run a plain function as a command line: its parameters are the flags (also positional, in
+    order), their types the annotations, their help the docstring's `Args:`."""
     prog = os.path.basename(sys.argv[0]) or fn.__name__
     config = config_of_function(fn)
 
@@ -161,11 +161,11 @@ def config_of_function(fn: Callable) -> type:
         if p.name == "verbose" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue  # --verbose is every command's (it sets the log level)
         hint = hints.get(p.name, str | None)
-        required = p.default is inspect.Parameter.empty
-        default = dataclasses.MISSING if required else p.default
+        default = dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default
         if default is None and type(None) not in typing.get_args(hint):
             hint = hint | None
-        fields.append((p.name, hint, opt(default, helps.get(p.name, ""), positional=required)))
+        # As python-fire did: every parameter may also be given by position.
+        fields.append((p.name, hint, opt(default, helps.get(p.name, ""), positional=True)))
     return dataclasses.make_dataclass(f"{fn.__name__}_flags", fields, frozen=True, kw_only=True)
 
 

@@ -208,11 +208,13 @@ def help_text(cls: type, prog: str, about: str = "") -> str:
     options = all_options(cls)
     positional = [o for o in options if o.positional]
     required = [f"--{o.name} {_metavar(o)}" for o in options if o.required and not o.positional]
-    usage = " ".join([f"usage: {prog}", *(o.name.upper() for o in positional), *required, "[flags]"])
+    usage = " ".join([f"usage: {prog}", *(o.name.upper() if o.required else f"[{o.name.upper()}]"
+                                          for o in positional), *required, "[flags]"])
     rows = []
     for o in options:
-        name = (o.name.upper() if o.positional else f"--[no]{o.name}" if o.kind is bool
-                else f"--{o.name} {_metavar(o)}")
+        name = f"--[no]{o.name}" if o.kind is bool else f"--{o.name} {_metavar(o)}"
+        if o.positional:
+            name = f"{o.name.upper()}, {name}"
         rows.append((name, " ".join(x for x in (o.help, f"[default: {shown_default(o)}]") if x)))
     width = min(max(len(n) for n, _ in rows), 30) + 2
     lines = [usage, *([about] if about else []), ""]
