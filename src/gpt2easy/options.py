@@ -147,10 +147,9 @@ def check_value(o: Option, value: Any) -> None:
     if o.choices and value not in o.choices:
         raise UserError(f"--{o.name} must be {o.accepted()}, got {value!r}")
     if o.kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"--{o.name} must be a number, got {value!r}")
-        if o.kind is int and value != int(value):
-            raise UserError(f"--{o.name} must be a whole number, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (o.kind is int and value != int(value))):
+            raise UserError(f"--{o.name} must be {o.accepted()}, got {value!r}")
         if not math.isfinite(value):
             raise UserError(f"--{o.name} must be a finite number, got {value!r}")
         low_ok = ((o.minimum is None or value >= o.minimum) and (o.above is None or value > o.above))
