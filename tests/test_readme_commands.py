@@ -1,15 +1,16 @@
 """Every command shown in README.md's code blocks exists and accepts the flags shown.
 
 Shell lines are read out of the ``` blocks (`$ ` and `+ ` prompts, `\\` continuations, pipes and
-`&&` handled); each `python SCRIPT.py ...` must name a script in the repository, and each `--flag`
-must be one that script takes: for a python-fire script (`cli.run(fn)`) a parameter of `fn`, read
-from the source with `ast` (no import, so no TensorFlow start-up); for any other script, a flag its
-`--help` lists. Each `make TARGET` must be a Makefile target.
+`&&` handled); each `python SCRIPT.py ...` must name a script in the repository and each
+`gpt2easy COMMAND ...` a registered command, and each `--flag` must be one that its `--help` lists
+(`--[no]flag` for a boolean: both spellings), with no more positional arguments than its usage line
+names. Each `make TARGET` must be a Makefile target.
 """
 
 from __future__ import annotations
 
-import ast
+import functools
+import os
 import re
 import shlex
 import subprocess
@@ -92,12 +93,14 @@ def _command(line: str, tokens: list[str]) -> Command | None:
         tokens = tokens[1:]
     if len(tokens) >= 2 and PYTHONS.match(tokens[0]) and tokens[1].endswith(".py"):
         command, rest = Command(line, tokens[1]), tokens[2:]
+    elif len(tokens) >= 2 and tokens[0] == "gpt2easy":
+        command, rest = Command(line, f"gpt2easy {tokens[1]}"), tokens[2:]
     elif tokens and tokens[0] == "make":
         command, rest = Command(line, "make"), tokens[1:]
     else:
         return None
     for i, token in enumerate(rest):
-        if token == "--":  # fire: what follows is for fire itself (-- --help)
+        if token == "--":  # end of the flags
             break
         if token.startswith("--"):
             name, eq, value = token[2:].partition("=")
@@ -113,36 +116,27 @@ def _command(line: str, tokens: list[str]) -> Command | None:
 
 
 @dataclass
-class Signature:
-    params: list[str]
+class Usage:
+    flags: set[str]
     bools: set[str]
-    any_flag: bool = False  # **kwargs
+    positional: int
 
 
-def fire_signature(script: Path) -> Signature | None:
-    """Parameters of the function a fire script hands to `cli.run` (None: not such a script)."""
-    tree = ast.parse(script.read_text(encoding="utf-8"))
-    target = None
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "run" and node.args and isinstance(node.args[0], ast.Name)):
-            target = node.args[0].id
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    if target not in functions:
-        return None
-    args = functions[target].args
-    every = [*args.posonlyargs, *args.args, *args.kwonlyargs]
-    defaults = [None] * (len(args.posonlyargs) + len(args.args) - len(args.defaults)) + [
-        *args.defaults, *args.kw_defaults]
-    bools = {a.arg for a, d in zip(every, defaults, strict=True)
-             if isinstance(d, ast.Constant) and isinstance(d.value, bool)}
-    return Signature([a.arg for a in every], bools, any_flag=args.kwarg is not None)
-
-
-def help_flags(script: Path) -> set[str]:
-    out = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    return set(re.findall(r"--([A-Za-z][\w-]*)", out.stdout + out.stderr))
+@functools.cache
+def usage(program: str) -> Usage:
+    """What `PROGRAM --help` lists: its flags, which are booleans, how many positional arguments."""
+    if program.startswith("gpt2easy "):
+        argv = [sys.executable, "-m", "gpt2easy", program.split()[1], "--help"]
+    else:
+        argv = [sys.executable, str(ROOT / program), "--help"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    text = out.stdout + out.stderr
+    bools = set(re.findall(r"--\[no\]([A-Za-z][\w-]*)", text))
+    flags = set(re.findall(r"--([A-Za-z][\w-]*)", text)) | bools | {f"no{b}" for b in bools}
+    first = text.splitlines()[0] if text else ""
+    positional = len(re.findall(r"\b[A-Z][A-Z_]+\b", first.split("[flags]")[0].split("--")[0]))
+    return Usage(flags, bools, positional)
 
 
 def makefile_targets() -> set[str]:
@@ -156,28 +150,19 @@ def problems(command: Command) -> list[str]:
         targets = makefile_targets()
         return [f"`make {t}`: no such Makefile target" for t in command.positional
                 if "=" not in t and t not in targets]
-    script = ROOT / command.program
-    if not script.is_file():
+    if command.program.startswith("gpt2easy "):
+        from gpt2easy.cli import COMMANDS
+
+        if command.program.split()[1] not in COMMANDS:
+            return [f"{command.program}: no such command"]
+    elif not (ROOT / command.program).is_file():
         return [f"{command.program}: no such script in the repository"]
-    sig = fire_signature(script)
-    if sig is None:
-        known = help_flags(script)
-        return [f"{command.program}: no flag --{f}" for f in command.flags
-                if not f.startswith("-") and f not in known and f != "help"]
-    found = []
-    names = {p.replace("_", "-") for p in sig.params} | set(sig.params)
-    for flag in command.flags:
-        if flag.startswith("-"):  # fire's short form: -c is the one parameter starting with c
-            if len([p for p in sig.params if p.startswith(flag[1:])]) != 1:
-                found.append(f"{command.program}: no short flag {flag} (it takes {', '.join(sig.params)})")
-            continue
-        plain = flag[2:] if flag.startswith("no") and flag[2:] in sig.bools else flag
-        if plain not in names and not sig.any_flag and flag != "help":
-            found.append(f"{command.program}: no flag --{flag} (it takes {', '.join(sig.params)})")
-    free = [p for p in sig.params if p not in command.flags]
-    if len(command.positional) > len(free):
+    known = usage(command.program)
+    found = [f"{command.program}: no flag {f if f.startswith('-') else '--' + f}" for f in command.flags
+             if f not in known.flags and f != "help"]
+    if len(command.positional) > known.positional:
         found.append(f"{command.program}: {len(command.positional)} positional arguments "
-                     f"{command.positional}, but only {len(free)} parameters are left ({free})")
+                     f"{command.positional}, but it takes {known.positional}")
     return found
 
 
@@ -210,7 +195,7 @@ $ python download_model.py 124M --models_dir=src/models
 PYTHONPATH=src .venv/bin/python3 download_model.py 124M \\
     --timeout 5 --verbose
 printf 'a\\n' | python demo/run_demo.py --steps 5 && make test
-python download_model.py -- --help   # fire's own help
+python download_model.py -- --help   # after --: not a flag
 ```
 
 ```python
@@ -235,9 +220,15 @@ def test_the_checker_accepts_real_flags_and_catches_wrong_ones():
     [bad] = commands("python download_model.py 124M --model_dir=x")
     assert problems(bad) and "--model_dir" in problems(bad)[0]
     [short] = commands("python download_model.py 124M -t 5 -r 1")
-    assert short.flags == {"-t": "5", "-r": "1"} and problems(short) == []
-    [extra] = commands("python download_model.py 124M 355M src/models x y z w v u")
+    assert short.flags == {"-t": "5", "-r": "1"} and problems(short)  # no short flags
+    [extra] = commands("python download_model.py 124M 355M")
     assert "positional" in problems(extra)[0]
+    [encode] = commands("gpt2easy encode in.txt out.npz --combine 10 --legacy_endoftext")
+    assert problems(encode) == []
+    [typo] = commands("gpt2easy train --dataset x --learning_rat 1")
+    assert "--learning_rat" in problems(typo)[0]
+    [nothing] = commands("gpt2easy trian --dataset x")
+    assert "no such command" in problems(nothing)[0]
     [missing] = commands("python no_such_script.py --x")
     assert "no such script" in problems(missing)[0]
     [target] = commands("make no-such-target")

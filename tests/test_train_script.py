@@ -85,7 +85,7 @@ def test_second_trainer_is_refused(work, root):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (("--batch_size", "0"), "--batch_size must be > 0"),
+    (("--batch_size", "0"), "--batch_size must be at least 1"),
     (("--optimizer", "adagrad"), "--optimizer must be one of"),
     (("--sample_length", "100"), "--sample_length 100 is too long"),
     (("--restore_from", "nowhere/model-5"), "not a checkpoint"),

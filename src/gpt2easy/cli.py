@@ -1,20 +1,194 @@
-"""Shared command-line plumbing for the top-level scripts (python-fire).
+"""The command lines: the `gpt2easy` command, its subcommands, and the classic top-level scripts.
 
-`run(fn)` sets up logging on stderr, lets fire parse the flags, and turns a `UserError` into one line
-on stderr and exit code 2, Ctrl+C outside a training loop into exit code 130, with no traceback.
-This module imports no TensorFlow, so scripts that don't need it start fast.
+A command is a config dataclass (its fields are the flags, see `options` and `flagparse`) and one
+function that takes the config. `COMMANDS` maps each subcommand to both, as "module:name" strings
+imported only when that subcommand runs, so `gpt2easy --help` and a mistyped flag never wait for
+TensorFlow. Another command joins with one line:
+
+    register("evaluate", "gpt2easy.evaluate:EvaluateConfig", "gpt2easy.evaluate:main", "held-out loss")
+
+`main()` is the installed `gpt2easy` command; `script(name)` runs one command as a classic script
+(`train.py`). Both parse every flag first, then set up logging on stderr, turn a `UserError` into
+one line `PROG: error: ...` and exit code 2, Ctrl+C outside a training loop into exit code 130.
+This module imports no TensorFlow, so commands that don't need it start fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import importlib
+import inspect
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable
+from typing import Any
 
 from .errors import UserError
 
 _TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    config: str  # "module:ConfigClass"
+    function: str  # "module:function", called with the config
+    help: str  # one line for `gpt2easy --help`
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(name: str, config: str, function: str, help: str) -> None:
+    """Add subcommand `name` to the `gpt2easy` command."""
+    COMMANDS[name] = Command(config, function, help)
+
+
+register("download", "gpt2easy.commands:DownloadConfig", "gpt2easy.commands:download",
+         "download one of OpenAI's GPT-2 models (download_model.py)")
+register("encode", "gpt2easy.commands:EncodeConfig", "gpt2easy.commands:encode",
+         "pre-encode text into a token archive (encode.py)")
+register("train", "gpt2easy.train_config:TrainConfig", "gpt2easy.commands:train",
+         "fine-tune GPT-2, or train a small one from scratch (train.py)")
+register("sample", "gpt2easy.commands:SampleConfig", "gpt2easy.commands:sample",
+         "continue prompts, interactively or from a pipe (interactive_conditional_samples.py)")
+register("generate", "gpt2easy.commands:GenerateConfig", "gpt2easy.commands:generate",
+         "generate samples from nothing (generate_unconditional_samples.py)")
+
+
+def load(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `gpt2easy` command: `gpt2easy SUBCOMMAND [flags]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("--help", "-h", "help"):
+        out = sys.stdout if argv else sys.stderr
+        width = max(len(n) for n in COMMANDS) + 2
+        print("usage: gpt2easy COMMAND [flags]   (gpt2easy COMMAND --help: its flags)\n", file=out)
+        for name, c in COMMANDS.items():
+            print(f"  {name.ljust(width)}{c.help}", file=out)
+        sys.exit(0 if argv else 2)
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"one of {', '.join(COMMANDS)}"
+        _fail("gpt2easy", f"unknown command {name!r} ({hint})")
+    run_command(name, argv[1:], f"gpt2easy {name}")
+
+
+def script(name: str, argv: list[str] | None = None) -> None:
+    """Run subcommand `name` as a classic top-level script (its name in messages: `train.py`)."""
+    prog = os.path.basename(sys.argv[0]) or name
+    run_command(name, list(sys.argv[1:] if argv is None else argv), prog)
+
+
+def run_command(name: str, argv: list[str], prog: str) -> None:
+    c = COMMANDS[name]
+    execute(load(c.config), load(c.function), argv, prog, _about(load(c.function)))
+
+
+def run(fn: Callable, argv: list[str] | None = None) -> None:
+    """Run a plain function as a command line: its parameters are the flags (also positional, in
+    order), their types the annotations, their help the docstring's `Args:`."""
+    prog = os.path.basename(sys.argv[0]) or fn.__name__
+    config = config_of_function(fn)
+
+    def call(cfg):
+        return fn(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+
+    execute(config, call, list(sys.argv[1:] if argv is None else argv), prog, _about(fn))
+
+
+def execute(config: type, function: Callable, argv: list[str], prog: str, about: str = "") -> None:
+    """Parse `argv` into `config`, then call `function(cfg)`, with the exit codes of the module
+    docstring."""
+    from .flagparse import Help, parse
+
+    try:
+        cfg, verbose = parse(config, argv, prog, about)
+    except Help as h:
+        sys.stdout.write(str(h))
+        sys.exit(0)
+    except UserError as e:
+        _fail(prog, str(e))
+    setup_logging(verbose)
+    try:
+        function(resolve_folders(cfg))
+    except UserError as e:
+        _fail(prog, str(e))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error for the user.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _fail(prog: str, message: str) -> typing.NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _about(fn: Callable) -> str:
+    """The first line of a function's docstring (the one line of `--help` under the usage)."""
+    return (inspect.getdoc(fn) or "").split("\n", 1)[0]
+
+
+def resolve_folders(cfg: Any) -> Any:
+    """The config with `models_dir` None (not given) replaced by the folder `folders` picks."""
+    if getattr(cfg, "models_dir", "") is None:
+        from .folders import resolve_models_dir
+
+        cfg = dataclasses.replace(cfg, models_dir=str(resolve_models_dir(None)))
+    return cfg
+
+
+def config_of_function(fn: Callable) -> type:
+    """A frozen dataclass whose fields are `fn`'s parameters (for `run`)."""
+    from .options import opt
+
+    hints = typing.get_type_hints(fn)
+    helps = _docstring_args(inspect.getdoc(fn) or "")
+    fields = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.name == "verbose" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue  # --verbose is every command's (it sets the log level)
+        hint = hints.get(p.name, str | None)
+        default = dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default
+        if default is None and type(None) not in typing.get_args(hint):
+            hint = hint | None
+        # As python-fire did: every parameter may also be given by position.
+        fields.append((p.name, hint, opt(default, helps.get(p.name, ""), positional=True)))
+    return dataclasses.make_dataclass(f"{fn.__name__}_flags", fields, frozen=True, kw_only=True)
+
+
+def _docstring_args(doc: str) -> dict[str, str]:
+    """`name: help` entries of a Google-style `Args:` section, joined onto one line each."""
+    helps: dict[str, str] = {}
+    current = None
+    in_args = False
+    for line in doc.splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if line and not line.startswith(" "):
+            break
+        head, sep, rest = line.strip().partition(": ")
+        if sep and line.startswith("    ") and not line.startswith("     ") and head.isidentifier():
+            current = head
+            helps[current] = rest.strip()
+        elif current and line.strip():
+            helps[current] += " " + line.strip()
+    return helps
 
 
 def quiet_tensorflow() -> None:
@@ -23,7 +197,8 @@ def quiet_tensorflow() -> None:
     oneDNN is off by default on CPUs without AVX-512 (such as AMD Zen 2), yet it makes our training
     step about 1.3x faster there (bench/train.py), so we turn it on unless the user chose. TensorFlow
     then logs two lines at import, before any log level applies: we capture file descriptor 2 during
-    the import and replay every other line.
+    the import and replay every other line. Without TensorFlow installed: a UserError naming the
+    extra to install.
     """
     # Level 3: TensorFlow's C++ errors are also its own chatter here (the XLA cache logs a harmless
     # parse error on every load); real failures still reach Python as exceptions with their message.
@@ -38,10 +213,15 @@ def quiet_tensorflow() -> None:
 
     sys.stderr.flush()
     saved = os.dup(2)
+    missing = None
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
+        except ModuleNotFoundError as e:
+            if e.name != "tensorflow":
+                raise
+            missing = e
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -49,6 +229,9 @@ def quiet_tensorflow() -> None:
             lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
             sys.stderr.write("".join(x for x in lines if not any(n in x for n in _TF_NOISE)))
             sys.stderr.flush()
+    if missing is not None:
+        raise UserError("TensorFlow is not installed: pip install 'gpt2easy[cpu]' (or 'gpt2easy[gpu]' "
+                        "on a machine with an NVIDIA GPU)") from None
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -57,24 +240,3 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(message)s",
         stream=sys.stderr,
     )
-
-
-def run(fn: Callable, argv: list[str] | None = None) -> None:
-    """Run `fn` as a fire command line and exit with a code that scripts and shells can trust."""
-    import fire
-
-    setup_logging(verbose="--verbose" in (argv if argv is not None else sys.argv))
-    prog = os.path.basename(sys.argv[0]) or fn.__name__
-    try:
-        fire.Fire(fn, command=argv, name=prog)
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:
-        # Output piped into `head` and closed: not an error for the user.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)

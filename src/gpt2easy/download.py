@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .files import fsync_dir
-from .folders import DEFAULT_MODELS_DIR, MODEL_ALIASES
+from .folders import DEFAULT_MODELS_DIR, MODEL_ALIASES, resolve_models_dir
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def resolve_model_name(model_name: str, custom_server: bool = False) -> str:
 
 def download_model(
     model_name: str,
-    models_dir: str | Path = DEFAULT_MODELS_DIR,
+    models_dir: str | Path | None = DEFAULT_MODELS_DIR,
     base_url: str | None = None,
     timeout: float = 30.0,
     retries: int = 3,
@@ -96,7 +96,7 @@ def download_model(
 
     Args:
         model_name: 124M, 355M, 774M or 1558M (117M and 345M are accepted as old names).
-        models_dir: parent folder of the model folders.
+        models_dir: parent folder of the model folders (None: `folders.resolve_models_dir`).
         base_url: server folder holding `NAME/FILE`; None means OpenAI's public storage.
         timeout: seconds to wait for a connection or for data before giving up on a request.
         retries: how many times a transient failure of one file is retried before giving up.
@@ -114,7 +114,7 @@ def download_model(
         raise UserError(f"bad --base_url {base_url!r}: it must start with http:// or https://")
     if timeout <= 0 or retries < 0:
         raise UserError("--timeout must be > 0 and --retries >= 0")
-    folder = Path(models_dir).expanduser() / name
+    folder = resolve_models_dir(models_dir) / name
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,6 @@ classic script continued the run's old numbers, which made model-N lie about its
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .checkpoint import (
     candidates,
@@ -47,30 +47,31 @@ LOCK_FILE = ".lock"
 
 
 class RunLock:
-    """An exclusive, non-blocking `flock` on `RUN/.lock`, held for the whole training.
+    """An exclusive, non-blocking lock on `RUN/.lock`, held for the whole training.
 
-    The kernel drops it when the process ends however it ends, so a crashed run never leaves a
-    stale lock behind.
+    `filelock` takes an OS lock on the open file (`flock` on Linux and macOS, `msvcrt.locking` on
+    Windows): the OS drops it when the process ends however it ends, so a crashed run never leaves
+    a stale lock behind (the file itself stays; it is the lock that matters).
     """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / LOCK_FILE
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+")  # noqa: SIM115 - held open until release()
         except OSError as e:
             raise UserError(f"cannot create {run_dir}: {e.strerror or e}") from None
+        self._lock = FileLock(str(self.path), timeout=0)
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
+            self._lock.acquire()
+        except Timeout:
             raise UserError(f"{run_dir} is in use by another training (lock on {self.path}); "
                             f"wait for it to finish or use another --run_name") from None
+        except OSError as e:
+            raise UserError(f"cannot create {self.path}: {e.strerror or e}") from None
 
     def release(self) -> None:
-        if not self._file.closed:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
+        if self._lock.is_locked:
+            self._lock.release(force=True)
 
 
 def source_folder(run_dir: Path, restore_from: str, models_dir: str, model_name: str) -> Path:

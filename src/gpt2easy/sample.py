@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .errors import UserError
-from .options import opt
+from .options import check_value, opt, options_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class SamplingFlags:
     top_p: float = opt(1.0, "sample among the most likely tokens whose mass reaches p (after top_k); "
                             "0 or 1 = off", minimum=0.0, maximum=1.0)
     repetition_penalty: float = opt(1.0, "CTRL's penalty on tokens already in the prompt or sample "
-                                         "(1.2 is common); 1 = off")
+                                         "(1.2 is common); 1 = off", above=0.0)
     stop: tuple[str, ...] = opt((), "a string, or a list like '[\"\\n\\n\", \"THE END\"]': a sample "
                                     "ends just before it")
     stop_at_endoftext: bool = opt(True, "end a sample at <|endoftext|> (not shown); off: keep going "
@@ -94,7 +94,8 @@ def _number(name: str, value, kind: type):
 
 def check_flags(*, nsamples, batch_size, length, temperature, top_k, top_p, repetition_penalty,
                 precision, seed=None, forever_ok=False) -> None:  # fmt: skip
-    """Raise a one-line UserError for the first bad sampling flag (before any model is loaded)."""
+    """Raise a one-line UserError for the first bad sampling flag (before any model is loaded); the
+    limits of the `SamplingFlags` options are those of their `opt` declarations."""
     batch_size = _number("batch_size", batch_size, int)
     nsamples = _number("nsamples", nsamples, int)
     if batch_size < 1:
@@ -106,20 +107,14 @@ def check_flags(*, nsamples, batch_size, length, temperature, top_k, top_p, repe
         raise UserError(
             f"--nsamples ({nsamples}) must be a multiple of --batch_size ({batch_size})"
         )
-    if length is not None and _number("length", length, int) < 1:
-        raise UserError(f"--length must be at least 1, got {length}")
-    if _number("temperature", temperature, float) < 0:
-        raise UserError(f"--temperature must be 0 (greedy) or more, got {temperature}")
-    if _number("top_k", top_k, int) < 0:
-        raise UserError(f"--top_k must be 0 (off) or more, got {top_k}")
-    if not 0 <= _number("top_p", top_p, float) <= 1:
-        raise UserError(f"--top_p must be between 0 and 1 (0 or 1 = off), got {top_p}")
-    if _number("repetition_penalty", repetition_penalty, float) <= 0:
-        raise UserError(f"--repetition_penalty must be above 0 (1 = off), got {repetition_penalty}")
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be fp32 or bf16, got {precision!r}")
-    if seed is not None:
-        _number("seed", seed, int)
+    given = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                 repetition_penalty=repetition_penalty, precision=precision, seed=seed)
+    for o in options_of(SamplingFlags):
+        if o.name in given:
+            value = given[o.name]
+            if o.kind in (int, float) and value is not None:
+                value = _number(o.name, value, o.kind)
+            check_value(o, value)
 
 
 def pick_seed(seed: int | None) -> int:

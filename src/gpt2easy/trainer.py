@@ -13,7 +13,6 @@ an uninterrupted one would.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import secrets
@@ -29,14 +28,14 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from . import distribute, runfolder
-from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
 from .folders import model_dir
 from .hparams import HParams
 from .model import GPT2
-from .optim import Optimizer, Schedule
+from .optim import Optimizer
 from .train import EvalLoss, StepConfig, TrainStep
+from .train_config import TrainConfig  # noqa: F401 - re-exported: trainer.TrainConfig
 from .training_samples import SampleWriter
 
 logger = logging.getLogger(__name__)
@@ -50,84 +49,6 @@ _SCALAR = summary_pb2.SummaryMetadata(
 def scalar(name: str, value: float, step: int) -> None:
     """Log one TensorBoard scalar to the default summary writer."""
     tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=_SCALAR)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run; the flags of train.py (see its docstring)."""
-
-    dataset: str
-    model_name: str = "124M"
-    models_dir: str = "src/models"
-    combine: int = 50000
-    encoding: str = "utf-8"
-    batch_size: int = 1
-    learning_rate: float = 2e-5
-    accumulate_gradients: int = 1
-    memory_saving_gradients: bool = False
-    only_train_transformer_layers: bool = False
-    optimizer: str = "adam"
-    noise: float = 0.0
-    top_k: int = 40
-    top_p: float = 0.0
-    restore_from: str = "latest"
-    run_name: str = "run1"
-    sample_every: int = 100
-    sample_length: int | None = None  # None: n_ctx - 1 (1023 for GPT-2)
-    sample_num: int = 1
-    save_every: int = 1000
-    val_dataset: str | None = None
-    val_batch_size: int = 2
-    val_batch_count: int = 40
-    val_every: int = 0
-    steps: int | None = None  # None: until Ctrl+C
-    seed: int | None = None
-    max_checkpoints: int = 5
-    print_every: int = 1
-    checkpoint_dir: str = "checkpoint"
-    sample_dir: str = "samples"
-    warmup_steps: int = 0
-    lr_decay: str = "none"
-    lr_decay_steps: int | None = None  # None: --steps
-    min_lr: float = 0.0
-    grad_clip: float = 0.0
-    weight_decay: float = 0.0
-    precision: str = "fp32"
-    xla: bool = False
-    strategy: str = "auto"
-
-    def check(self) -> None:
-        """One-line UserErrors for flags that cannot work, before anything slow happens."""
-        positive = ("batch_size", "accumulate_gradients", "sample_num", "save_every", "sample_every",
-                    "val_batch_size", "val_batch_count", "print_every")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("val_every", "max_checkpoints", "top_k", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 0:
-            raise UserError(f"--steps must be >= 0 (or -1 for until Ctrl+C), got {self.steps}")
-        if not 0.0 <= self.top_p <= 1.0:
-            raise UserError(f"--top_p must be between 0 and 1, got {self.top_p}")
-        if self.sample_length is not None and self.sample_length <= 0:
-            raise UserError(f"--sample_length must be > 0, got {self.sample_length}")
-        if "/" in self.run_name or self.run_name in ("", ".", ".."):
-            raise UserError(f"--run_name must be a plain folder name, got {self.run_name!r}")
-        if self.strategy not in distribute.STRATEGIES:
-            raise UserError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, "
-                            f"got {self.strategy!r}")
-        self.schedule()  # validates learning rate, warm-up and decay
-        Optimizer(self.optimizer, {}, weight_decay=self.weight_decay)  # validates the name
-        for data in (self.dataset, self.val_dataset):
-            if data is not None:
-                list_files(data)  # a missing dataset is reported before the run folder is made
-        StepConfig(batch_size=self.batch_size, accumulate=self.accumulate_gradients,
-                   noise=self.noise, precision=self.precision, grad_clip=self.grad_clip)
-
-    def schedule(self) -> Schedule:
-        return Schedule(self.learning_rate, self.warmup_steps, self.lr_decay,
-                        self.lr_decay_steps or self.steps or 0, self.min_lr)
 
 
 class StopFlag:

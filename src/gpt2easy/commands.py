@@ -1,0 +1,217 @@
+"""The classic commands: each a config dataclass (its flags) and a function that does the work.
+
+`gpt2easy download|encode|train|sample|generate` and the top-level scripts (download_model.py,
+encode.py, train.py, interactive_conditional_samples.py, generate_unconditional_samples.py) run
+these through `cli` (see its `COMMANDS`). Summaries and messages go to stderr, samples to stdout.
+This module imports TensorFlow only inside the commands that need it, after their flags are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+from . import cli
+from .folders import MODELS_DIR_HELP, ModelFlags
+from .options import opt
+from .sample import SamplingFlags
+from .train_config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadConfig:
+    """Flags of download_model.py / `gpt2easy download`."""
+
+    model_name: str = opt(help="124M, 355M, 774M or 1558M; 117M and 345M are the old names of 124M and "
+                               "355M", positional=True)
+    models_dir: str | None = opt(None, MODELS_DIR_HELP + "; the files go into MODELS_DIR/NAME")
+    base_url: str | None = opt(None, "server folder holding NAME/FILE, for a mirror (default: OpenAI's "
+                                     "public storage); with it any model name is accepted")
+    timeout: float = opt(30.0, "seconds to wait for a connection or for data before a request counts "
+                               "as failed", above=0.0)
+    retries: int = opt(3, "retries of a file after a transient failure (timeout, dropped connection, "
+                          "HTTP 5xx) before giving up", minimum=0)
+
+
+def download(cfg: DownloadConfig) -> None:
+    """Fetch the seven files of a GPT-2 model (checkpoint, vocabulary, hparams.json)."""
+    from . import download as dl
+
+    result = dl.download_model(cfg.model_name, models_dir=cfg.models_dir, base_url=cfg.base_url,
+                               timeout=cfg.timeout, retries=cfg.retries)
+    print(result.summary(), file=sys.stderr)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeConfig:
+    """Flags of encode.py / `gpt2easy encode`."""
+
+    in_text: str = opt(help="a text file, a folder (read recursively, in sorted order) or a quoted glob",
+                       positional=True)
+    out_npz: str = opt(help="the archive to write (written under a temporary name, then renamed)",
+                       positional=True)
+    model_name: str = opt("124M", "model whose vocabulary (encoder.json, vocab.bpe) encodes the text")
+    models_dir: str | None = opt(None, MODELS_DIR_HELP)
+    combine: int = opt(50000, "small files are concatenated into chunks of at least this many "
+                              "characters", minimum=0)
+    encoding: str = opt("utf-8", "text encoding of the input files, e.g. utf-8 or latin-1")
+    workers: int = opt(0, "encoding processes; 0 means one per CPU core", minimum=0)
+    legacy_endoftext: bool = opt(False, "encode the text <|endoftext|> as ordinary tokens, as the "
+                                        "classic tools did, instead of the single end-of-text token")
+
+
+def encode(cfg: EncodeConfig) -> None:
+    """Encode a text file, a folder (recursive, sorted) or a glob into OUT_NPZ.
+
+    Every file and every `<|endoftext|>`-separated part of a file is a document; documents are
+    joined with the end-of-text token 50256. Chunks of at least `combine` characters become the
+    archive's members arr_0, arr_1, ... (uint16 token arrays), as in the classic tool.
+    """
+    from tqdm import tqdm
+
+    from .corpus import list_files
+    from .dataset import encode_to_npz
+    from .encoder import get_encoder
+    from .folders import model_dir
+
+    start = time.perf_counter()
+    encoder = get_encoder(model_dir(cfg.models_dir, cfg.model_name))
+    total = sum(os.path.getsize(f) for f in list_files(cfg.in_text))
+    with tqdm(total=total, unit="B", unit_scale=True, desc="encoding", file=sys.stderr) as bar:
+        stats = encode_to_npz(cfg.in_text, cfg.out_npz, encoder, combine=cfg.combine,
+                              encoding=cfg.encoding, legacy_endoftext=cfg.legacy_endoftext,
+                              workers=cfg.workers or None, on_bytes=bar.update)
+    seconds = time.perf_counter() - start
+    print(f"encoded {stats.files} files, {stats.documents} documents, {stats.characters} characters"
+          f" -> {stats.tokens} tokens in {stats.chunks} chunks, {stats.bytes / 1e6 / seconds:.1f}"
+          f" MB/s: wrote {cfg.out_npz}", file=sys.stderr)
+
+
+def train(cfg: TrainConfig) -> None:
+    """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME."""
+    cfg.check_flags()  # before TensorFlow's import: a bad flag costs a second, not a training
+    cli.quiet_tensorflow()
+    from .trainer import train as run_training
+
+    def show(text: str) -> None:
+        print(text, flush=True)
+
+    s = run_training(cfg, on_sample=show)
+    print(f"trained {s['steps']} steps (now at step {s['step']}), final loss {s['loss']:.4f}: "
+          f"checkpoint {s['checkpoint']}, samples in {s['samples']}/, seed {s['seed']}",
+          file=sys.stderr)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SampleConfig(SamplingFlags, ModelFlags):
+    """Flags of interactive_conditional_samples.py / `gpt2easy sample`."""
+
+    nsamples: int = opt(1, "samples per prompt; a multiple of batch_size", minimum=1)
+    batch_size: int = opt(1, "samples generated together (faster per sample, uses more memory)",
+                          minimum=1)
+
+
+PROMPT = "Model prompt >>> "
+
+
+def read_prompt() -> str | None:
+    """The next prompt: `Model prompt >>> ` on a terminal, one line per prompt from a pipe.
+    None at end of input."""
+    try:
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            return input(PROMPT)
+        if sys.stdin.isatty():
+            print(PROMPT, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        return line.rstrip("\n") if line else None
+    except EOFError:
+        return None
+
+
+def _checked(cfg, forever_ok: bool = False) -> tuple[str, ...]:
+    """Check the sampling flags together (before the model loads); the stop strings."""
+    from .sample import check_flags, parse_stops
+
+    check_flags(nsamples=cfg.nsamples, batch_size=cfg.batch_size, length=cfg.length,
+                temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                repetition_penalty=cfg.repetition_penalty, precision=cfg.precision, seed=cfg.seed,
+                forever_ok=forever_ok)  # fmt: skip
+    return parse_stops(cfg.stop)
+
+
+def _settings(cfg, hp, default_length: int, stops):
+    from .sample import settings_from_flags
+
+    return settings_from_flags(
+        hp.n_ctx, default_length, length=cfg.length, temperature=cfg.temperature, top_k=cfg.top_k,
+        top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, stops=stops,
+        stop_at_endoftext=cfg.stop_at_endoftext, seed=cfg.seed)  # fmt: skip
+
+
+def sample(cfg: SampleConfig) -> None:
+    """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat."""
+    stops = _checked(cfg)
+    cli.quiet_tensorflow()
+    from .sample import fit_prompt, load, stream_samples
+
+    generator, encoder, hp = load(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
+                                  cfg.precision)
+    settings = _settings(cfg, hp, hp.n_ctx // 2, stops)
+    while True:
+        text = read_prompt()
+        if text is None:
+            if sys.stdin.isatty():
+                print(file=sys.stderr)
+            return
+        if not text.strip():
+            if sys.stdin.isatty():
+                print("Prompt should not be empty!", file=sys.stderr)
+            continue
+        ids = fit_prompt(encoder.encode(text), settings.length, hp.n_ctx)
+        for b in range(cfg.nsamples // cfg.batch_size):
+            stream_samples(generator, encoder, ids, cfg.batch_size, settings, b,
+                           b * cfg.batch_size + 1, sys.stdout)  # fmt: skip
+        print("=" * 80, flush=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerateConfig(SamplingFlags, ModelFlags):
+    """Flags of generate_unconditional_samples.py / `gpt2easy generate`."""
+
+    length: int | None = opt(None, "tokens per sample (default n_ctx, 1024 for GPT-2)", minimum=1)
+    nsamples: int = opt(0, "number of samples, a multiple of batch_size; 0 = forever (until Ctrl+C)",
+                        minimum=0)
+    batch_size: int = opt(1, "samples generated together (faster per sample, uses more memory)",
+                          minimum=1)
+    output: str | None = opt(None, "also write the samples (complete ones only, with their banners) "
+                                   "to this file")
+
+
+def generate(cfg: GenerateConfig) -> None:
+    """Print samples under `==== SAMPLE n ====` banners: NSAMPLES of them, or forever."""
+    stops = _checked(cfg, forever_ok=True)
+    cli.quiet_tensorflow()
+    from .files import atomic_write_text
+    from .sample import ENDOFTEXT, banner, load, stream_samples
+
+    generator, encoder, hp = load(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
+                                  cfg.precision)
+    settings = _settings(cfg, hp, hp.n_ctx, stops)
+    done: list[str] = []
+    try:
+        b = 0
+        while cfg.nsamples == 0 or len(done) < cfg.nsamples:
+            texts = stream_samples(generator, encoder, [ENDOFTEXT], cfg.batch_size, settings, b,
+                                   len(done) + 1, sys.stdout)  # fmt: skip
+            done += texts
+            b += 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+    finally:
+        if cfg.output is not None and done:
+            lines = [f"{banner(i + 1)}\n{text}\n" for i, text in enumerate(done)]
+            atomic_write_text(cfg.output, "".join(lines))
+    where = f" to {cfg.output}" if cfg.output is not None else ""
+    print(f"wrote {len(done)} sample{'s' * (len(done) != 1)}{where}", file=sys.stderr)
