@@ -17,7 +17,8 @@ from gpt2easy import cli  # noqa: E402
 from gpt2easy.folders import DEFAULT_MODELS_DIR  # noqa: E402
 
 
-@fire.decorators.SetParseFn(str, "in_text", "out_npz", "model_name", "models_dir", "encoding")
+@fire.decorators.SetParseFn(str, "in_text", "out_npz", "model_name", "models_dir", "encoding",
+                            "column", "header")
 def encode(
     in_text: str,
     out_npz: str,
@@ -27,16 +28,22 @@ def encode(
     encoding: str = "utf-8",
     workers: int = 0,
     legacy_endoftext: bool = False,
+    keep_line_endings: bool = False,
+    column: str = None,
+    header: str = "auto",
     verbose: bool = False,
 ) -> None:
-    """Encode a text file, a folder (recursive, sorted) or a glob into OUT_NPZ.
+    """Encode a text file, a .csv/.jsonl table, a folder (recursive, sorted) or a glob into OUT_NPZ.
 
-    Every file and every `<|endoftext|>`-separated part of a file is a document; documents are
-    joined with the end-of-text token 50256. Chunks of at least `combine` characters become the
-    archive's members arr_0, arr_1, ... (uint16 token arrays), as in the classic tool.
+    Every text file, every row of a .csv or .jsonl file, and every `<|endoftext|>`-separated part
+    of them is a document; documents are joined with the end-of-text token 50256. Chunks of at
+    least `combine` characters become the archive's members arr_0, arr_1, ... (uint16 token
+    arrays), as in the classic tool. Line endings \\r\\n and \\r become \\n, as the classic tool's
+    text-mode read made them.
 
     Args:
-        in_text: a text file, a folder (read recursively, in sorted order) or a quoted glob.
+        in_text: a text file, a .csv or .jsonl table, a folder (read recursively, in sorted order)
+            or a quoted glob.
         out_npz: the archive to write (written under a temporary name, then renamed).
         model_name: model whose vocabulary (encoder.json, vocab.bpe) encodes the text.
         models_dir: folder holding one folder per model.
@@ -45,6 +52,11 @@ def encode(
         workers: encoding processes; 0 means one per CPU core.
         legacy_endoftext: encode the text `<|endoftext|>` as ordinary tokens, as the classic
             tools did, instead of the single end-of-text token.
+        keep_line_endings: keep \\r\\n and \\r exactly (default: they become \\n).
+        column: the column of .csv/.jsonl files holding the text: a CSV header name or 0-based
+            index (default: the only column of a CSV; the field text of JSONL).
+        header: auto, yes or no: whether the first row of a .csv file is a header (auto: when
+            --column is a name, or when every cell of the first row is one word like text).
         verbose: more logging.
     """
     del verbose  # read by cli.run to set the log level
@@ -71,6 +83,9 @@ def encode(
             legacy_endoftext=bool(legacy_endoftext),
             workers=int(workers) or None,
             on_bytes=bar.update,
+            keep_line_endings=bool(keep_line_endings),
+            column=None if column is None else str(column),
+            header=header,
         )
     seconds = time.perf_counter() - start
     print(

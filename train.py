@@ -22,7 +22,7 @@ from gpt2easy.folders import DEFAULT_MODELS_DIR  # noqa: E402
 
 TEXT_FLAGS = ("dataset", "model_name", "models_dir", "encoding", "restore_from", "run_name",
               "val_dataset", "checkpoint_dir", "sample_dir", "optimizer", "lr_decay", "precision",
-              "strategy")
+              "strategy", "column", "header")
 
 
 @fire.decorators.SetParseFn(str, *TEXT_FLAGS)
@@ -66,13 +66,17 @@ def train(
     precision: str = "fp32",
     xla: bool = False,
     strategy: str = "auto",
+    keep_line_endings: bool = False,
+    column: str = None,
+    header: str = "auto",
     verbose: bool = False,
 ) -> None:
     """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME.
 
     Args:
-        dataset: an .npz from encode.py, a text file, a folder (recursive) or a quoted glob; text
-            is encoded on the fly exactly like encode.py.
+        dataset: an .npz from encode.py, a text file, a .csv or .jsonl table (one document per
+            row), a folder (recursive) or a quoted glob; text is encoded on the fly exactly like
+            encode.py, and every chunk of the data starts after an <|endoftext|> token.
         model_name: base model folder under models_dir (hparams.json and vocabulary; without a
             checkpoint there, training starts from random weights: how small GPT-2s are made).
         models_dir: folder holding one folder per model.
@@ -118,6 +122,11 @@ def train(
         strategy: auto (one device, or every GPU of this machine when it has several), default
             (one device), mirrored (every GPU of this machine), or multi_worker (the machines
             listed in the TF_CONFIG variable; run train.py on each, only the chief writes).
+        keep_line_endings: keep \\r\\n and \\r in text data exactly (default: they become \\n).
+        column: the column of .csv/.jsonl data holding the text: a CSV header name or 0-based
+            index (default: the only column of a CSV; the field text of JSONL).
+        header: auto, yes or no: whether the first row of .csv data is a header (auto: see
+            README).
         verbose: more logging.
     """
     del verbose  # read by cli.run
@@ -143,7 +152,8 @@ def train(
         checkpoint_dir=checkpoint_dir, sample_dir=sample_dir, warmup_steps=int(warmup_steps),
         lr_decay=lr_decay, lr_decay_steps=optional(lr_decay_steps), min_lr=float(min_lr),
         grad_clip=float(grad_clip), weight_decay=float(weight_decay), precision=precision,
-        xla=bool(xla), strategy=strategy)
+        xla=bool(xla), strategy=strategy, keep_line_endings=bool(keep_line_endings),
+        column=None if column is None else str(column), header=str(header))
 
     def show(text: str) -> None:
         print(text, flush=True)

@@ -36,10 +36,13 @@ from .folders import model_dir
 from .hparams import HParams
 from .model import GPT2
 from .optim import Optimizer, Schedule
+from .options import opt
+from .tables import header_mode
 from .train import EvalLoss, StepConfig, TrainStep
 from .training_samples import SampleWriter
 
 logger = logging.getLogger(__name__)
+START_TOKEN = 50256  # GPT-2's <|endoftext|>: every training chunk begins with it
 
 # TensorBoard's scalar format, written with core TF (the tensorboard package is not needed).
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -95,6 +98,12 @@ class TrainConfig:
     precision: str = "fp32"
     xla: bool = False
     strategy: str = "auto"
+    keep_line_endings: bool = opt(False, "keep \\r\\n and \\r in text data exactly (default: they "
+                                         "become \\n, as the classic tool read text)")
+    column: str | None = opt(None, "column of .csv/.jsonl data holding the text: a CSV header name "
+                                   "or 0-based index (default: the only column; JSONL: text)")
+    header: str = opt("auto", "whether the first row of .csv data is a header (auto: detected)",
+                      choices=("auto", "yes", "no"))
 
     def check(self) -> None:
         """One-line UserErrors for flags that cannot work, before anything slow happens."""
@@ -119,6 +128,7 @@ class TrainConfig:
                             f"got {self.strategy!r}")
         self.schedule()  # validates learning rate, warm-up and decay
         Optimizer(self.optimizer, {}, weight_decay=self.weight_decay)  # validates the name
+        header_mode(self.header)
         for data in (self.dataset, self.val_dataset):
             if data is not None:
                 list_files(data)  # a missing dataset is reported before the run folder is made
@@ -194,7 +204,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                         f"positions, use at most {hp.n_ctx}")
     base = _base_folder(cfg)
     start = runfolder.find_start(cfg.restore_from, run_dir, base, hp)
-    chunks = load_dataset(cfg.dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    chunks = training_chunks(cfg.dataset, cfg, src, hp)
     tokens = sum(len(c) for c in chunks)
     window = _window(max(len(c) for c in chunks), hp.n_ctx)
     logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
@@ -322,6 +332,16 @@ def _base_folder(cfg: TrainConfig) -> Path | None:
         return None
 
 
+def training_chunks(data: str, cfg: TrainConfig, src: Path, hp: HParams) -> list[np.ndarray]:
+    """The token chunks of `data` as training sees them: text encoded like encode.py, and every
+    chunk preceded by <|endoftext|> (50256), so that a document's start is always learned after
+    the token that separates documents (and that unconditional sampling starts from), also when it
+    opens a chunk; a vocabulary without id 50256 (a tiny test model) gets no start token."""
+    return load_dataset(data, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
+                        keep_line_endings=cfg.keep_line_endings, column=cfg.column,
+                        header=cfg.header, start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None)
+
+
 def _window(longest_chunk: int, n_ctx: int) -> int:
     """Input tokens per row: n_ctx, or less for a corpus whose chunks are all shorter."""
     if longest_chunk < 2:
@@ -338,8 +358,7 @@ def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, win
     """A function returning the mean loss over fixed validation windows (classic: seed 1)."""
     if not cfg.val_every:
         return None
-    val_chunks = chunks if cfg.val_dataset is None else load_dataset(
-        cfg.val_dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    val_chunks = chunks if cfg.val_dataset is None else training_chunks(cfg.val_dataset, cfg, src, hp)
     val_window = min(window, max(len(c) for c in val_chunks) - 1)
     if val_window < 1:
         raise UserError(f"{cfg.val_dataset}: no chunk of 2 tokens or more to validate on")
