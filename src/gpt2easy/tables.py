@@ -126,9 +126,11 @@ class _Source:
     def rest(self) -> int:
         return max(0, Path(self.path).stat().st_size - self.reported)
 
-    def decode_error(self, e: UnicodeDecodeError, where: str) -> UserError:
-        return UserError(f"{self.path}: cannot decode byte 0x{e.object[e.start]:02x} {where} as "
-                         f"{self.encoding} (binary file?); {_HINT}")
+    def decode_error(self, e: UnicodeDecodeError) -> UserError:
+        # The decoder was given the bytes up to the file position (plus any it held back).
+        offset = self.raw.tell() - len(e.object) + e.start
+        return UserError(f"{self.path}: cannot decode byte 0x{e.object[e.start]:02x} at byte offset "
+                         f"{offset} as {self.encoding} (binary file?); {_HINT}")
 
     def close(self) -> None:
         self.text.close()
@@ -157,7 +159,7 @@ def _read_csv(path: Path, encoding: str, column, header: str) -> Iterator[tuple[
                 raise UserError(f"{path}: malformed CSV {where}: {e}; quote fields holding commas, "
                                 f"quotes or line breaks") from None
             except UnicodeDecodeError as e:
-                raise src.decode_error(e, f"near line {line}") from None
+                raise src.decode_error(e) from None
             if not row:  # a blank line
                 yield "", src.progress()
                 continue
@@ -230,7 +232,7 @@ def _read_jsonl(path: Path, encoding: str, column, header: str) -> Iterator[tupl
             try:
                 line = src.text.readline()
             except UnicodeDecodeError as e:
-                raise src.decode_error(e, f"near line {line_no + 1}") from None
+                raise src.decode_error(e) from None
             if not line:
                 break
             line_no += 1
