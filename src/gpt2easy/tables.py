@@ -211,7 +211,7 @@ def _is_header(path: Path, first: list[str], column, index: int, header: str) ->
     if header == "yes" or named:
         return True
     if all(_NAME.fullmatch(c) for c in first):
-        logger.info("%s: first row %s taken as the header (--header no keeps it as a document)",
+        logger.debug("%s: first row %s taken as the header (--header no keeps it as a document)",
                     path, _show(first))
         return True
     return False
