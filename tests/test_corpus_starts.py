@@ -122,3 +122,15 @@ def test_trainer_loads_chunks_with_the_start_token(tmp_path, n_vocab, start):
     cfg = TrainConfig(dataset=str(tmp_path / "d.npz"))
     chunks = [c.tolist() for c in training_chunks(cfg.dataset, cfg, tmp_path, hp)]
     assert chunks == ([[5, 6, 7], [8, 9]] if start is None else [[EOT, 5, 6, 7], [EOT, 8, 9]])
+
+
+def test_trainer_passes_the_table_and_line_ending_flags(tmp_path, vocab_dir, ref):
+    from gpt2easy.hparams import HParams
+    from gpt2easy.trainer import TrainConfig, training_chunks
+
+    (tmp_path / "d.jsonl").write_text('{"body": "one\\r\\ntwo"}\n{"body": "three"}\n', encoding="utf-8")
+    hp = HParams(n_vocab=50257, n_ctx=8, n_embd=8, n_head=1, n_layer=1)
+    for keep, text in [(False, "one\ntwo"), (True, "one\r\ntwo")]:
+        cfg = TrainConfig(dataset=str(tmp_path / "d.jsonl"), column="body", keep_line_endings=keep)
+        chunks = training_chunks(cfg.dataset, cfg, vocab_dir, hp)
+        assert [c.tolist() for c in chunks] == [[EOT, *ref.encode(text + ENDOFTEXT + "three")]]
