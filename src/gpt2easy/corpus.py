@@ -205,13 +205,11 @@ def _pieces(files, how: Reading, combine, legacy, stats, block_bytes) -> Iterato
             if not legacy:
                 stats.documents += (last[1:] + block).count(ENDOFTEXT)
             last = (last + block)[-keep:]
-            text = carry + block
-            cut = safe_cut(text, len(carry)) if len(text) >= block_bytes // 4 else 0
+            carry += block  # in place (CPython): many small rows do not copy the carry each time
+            cut = safe_cut(carry, len(carry) - len(block)) if len(carry) >= block_bytes // 4 else 0
             if cut:
-                yield _Piece(text[:cut], pending_bytes, False)
-                carry, pending_bytes = text[cut:], 0
-            else:
-                carry = text
+                yield _Piece(carry[:cut], pending_bytes, False)
+                carry, pending_bytes = carry[cut:], 0
     if chunk_chars or pending_bytes:
         if legacy and separate:
             carry += ENDOFTEXT  # the classic tool leaves one after the last file

@@ -115,10 +115,14 @@ class _Source:
         except LookupError:
             self.raw.close()
             raise UserError(f"unknown --encoding {encoding!r} (try utf-8 or latin-1)") from None
-        self.path, self.encoding, self.reported = path, encoding, 0
+        self.path, self.encoding, self.reported, self.calls = path, encoding, 0, 0
 
     def progress(self) -> int:
-        """Bytes consumed since the last call."""
+        """Bytes consumed since the last report (checked every 256 calls: tell() costs a system
+        call, rows are many)."""
+        self.calls += 1
+        if self.calls % 256:
+            return 0
         pos = self.raw.tell()
         n, self.reported = pos - self.reported, pos
         return n
@@ -136,10 +140,9 @@ class _Source:
         self.text.close()
 
 
-def _check_text(path: Path, where: str, text: str) -> None:
-    if "\x00" in text:
-        raise UserError(f"{path}: NUL character {where}: a binary file, or text in another "
-                        f"encoding; {_HINT}")
+def _nul_error(path: Path, where: str) -> UserError:
+    return UserError(f"{path}: NUL character {where}: a binary file, or text in another "
+                     f"encoding; {_HINT}")
 
 
 def _read_csv(path: Path, encoding: str, column, header: str) -> Iterator[tuple[str, int]]:
@@ -150,14 +153,13 @@ def _read_csv(path: Path, encoding: str, column, header: str) -> Iterator[tuple[
     try:
         while True:
             line = reader.line_num + 1  # where the next row starts
-            where = f"in row {row_no + 1} (line {line})"
             try:
                 row = next(reader)
             except StopIteration:
                 break
             except csv.Error as e:
-                raise UserError(f"{path}: malformed CSV {where}: {e}; quote fields holding commas, "
-                                f"quotes or line breaks") from None
+                raise UserError(f"{path}: malformed CSV in row {row_no + 1} (line {line}): {e}; quote "
+                                f"fields holding commas, quotes or line breaks") from None
             except UnicodeDecodeError as e:
                 raise src.decode_error(e) from None
             if not row:  # a blank line
@@ -167,7 +169,8 @@ def _read_csv(path: Path, encoding: str, column, header: str) -> Iterator[tuple[
             if row_no == 1 and row[0].startswith("\ufeff"):
                 row[0] = row[0][1:]
             for cell in row:
-                _check_text(path, where, cell)
+                if "\x00" in cell:
+                    raise _nul_error(path, f"in row {row_no} (line {line})")
             if width is None:
                 width = len(row)
                 index = _pick_column(path, row, column, index)
@@ -259,7 +262,8 @@ def _read_jsonl(path: Path, encoding: str, column, header: str) -> Iterator[tupl
                 raise UserError(f"{path}: {where}: field {key!r} is "
                                 f"{'null' if value is None else 'a JSON ' + type(value).__name__},"
                                 f" not a string")
-            _check_text(path, where, value)
+            if "\x00" in value:
+                raise _nul_error(path, where)
             yield value, src.progress()
         if line_no == 0:
             raise UserError(f"{path}: the table is empty (no rows)")
