@@ -81,8 +81,8 @@ def read_text_blocks(
 ) -> Iterator[tuple[str, int]]:
     """Decode a file block by block: (text, bytes read) pairs.
 
-    `\r\n` and a lone `\r` become `\n` (as the classic tool's text-mode read did), also when a
-    `\r\n` is split between two blocks; `keep_line_endings` keeps the text exactly. Undecodable
+    `\\r\\n` and a lone `\\r` become `\\n` (as the classic tool's text-mode read did), also when a
+    `\\r\\n` is split between two blocks; `keep_line_endings` keeps the text exactly. Undecodable
     bytes or NUL characters raise a UserError naming the file and byte offset.
     """
     try:
@@ -266,7 +266,7 @@ def encode_stream(
     The parts of one chunk, concatenated, are the ids of the chunk's text encoded whole. At most
     about 2 x workers pieces of text are in flight. `stats` is filled in as parts are produced;
     `on_bytes(n)` is called with the bytes read for each part (progress bars). Line endings become
-    `\n` unless `keep_line_endings`; `column` and `header` choose the text of `.csv`/`.jsonl` files
+    `\\n` unless `keep_line_endings`; `column` and `header` choose the text of `.csv`/`.jsonl` files
     (see tables.py).
     """
     stats = stats if stats is not None else Stats()

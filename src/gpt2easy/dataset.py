@@ -209,7 +209,7 @@ def load_dataset(
         legacy_endoftext: encode the text `<|endoftext|>` as ordinary tokens, like the classic tool.
         workers: processes that encode text (default: one per core).
         on_bytes: called with the number of text bytes read as encoding goes on (progress bars).
-        keep_line_endings: keep `\r\n` and `\r` (default: they become `\n`).
+        keep_line_endings: keep `\\r\\n` and `\\r` (default: they become `\\n`).
         column, header: which column of `.csv`/`.jsonl` files holds the text (see tables.py).
         start_token: when given (50256 for GPT-2), every chunk that does not begin with it gets it
             in front, so that the first document of every chunk is seen after the token documents
@@ -267,7 +267,7 @@ def encode_to_npz(
     """Encode a text file, table, folder or glob into the token archive `out_npz` (encode.py).
 
     Nothing appears at `out_npz` unless everything worked. Returns the counts for the summary.
-    Line endings become `\n` unless `keep_line_endings`; `column`/`header`: see tables.py.
+    Line endings become `\\n` unless `keep_line_endings`; `column`/`header`: see tables.py.
     """
     files = list_files(in_text)
     archives = [f for f in files if f.suffix == ".npz"]
