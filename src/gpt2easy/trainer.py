@@ -29,14 +29,13 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from . import distribute, runfolder
-from .corpus import list_files
+from .corpus import CorpusFlags, list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
 from .folders import model_dir
 from .hparams import HParams
 from .model import GPT2
 from .optim import Optimizer, Schedule
-from .options import opt
 from .tables import header_mode
 from .train import EvalLoss, StepConfig, TrainStep
 from .training_samples import SampleWriter
@@ -56,8 +55,10 @@ def scalar(name: str, value: float, step: int) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run; the flags of train.py (see its docstring)."""
+class TrainConfig(CorpusFlags):
+    """Every setting of a training run; the flags of train.py (see its docstring). The flags that
+    say how text and tables are read (--keep_line_endings, --column, --header) come from
+    CorpusFlags, shared with encode.py."""
 
     dataset: str
     model_name: str = "124M"
@@ -98,12 +99,6 @@ class TrainConfig:
     precision: str = "fp32"
     xla: bool = False
     strategy: str = "auto"
-    keep_line_endings: bool = opt(False, "keep \\r\\n and \\r in text data exactly (default: they "
-                                         "become \\n, as the classic tool read text)")
-    column: str | None = opt(None, "column of .csv/.jsonl data holding the text: a CSV header name "
-                                   "or 0-based index (default: the only column; JSONL: text)")
-    header: str = opt("auto", "whether the first row of .csv data is a header (auto: detected)",
-                      choices=("auto", "yes", "no"))
 
     def check(self) -> None:
         """One-line UserErrors for flags that cannot work, before anything slow happens."""
@@ -338,8 +333,8 @@ def training_chunks(data: str, cfg: TrainConfig, src: Path, hp: HParams) -> list
     the token that separates documents (and that unconditional sampling starts from), also when it
     opens a chunk; a vocabulary without id 50256 (a tiny test model) gets no start token."""
     return load_dataset(data, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
-                        keep_line_endings=cfg.keep_line_endings, column=cfg.column,
-                        header=cfg.header, start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None)
+                        start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None,
+                        **cfg.reading_kwargs())
 
 
 def _window(longest_chunk: int, n_ctx: int) -> int:
