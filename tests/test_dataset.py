@@ -120,11 +120,13 @@ def test_every_safe_cut_keeps_ids(ref, text):
 def test_multibyte_text_read_in_tiny_blocks(tmp_path, fast):
     text = "Ünïcödé wörds 日本語 🤖🎉 and\r\nlines \u00a0\n\n  spaced  out\n" * 300
     path = tmp_path / "u.txt"
-    path.write_text(text, encoding="utf-8")
-    assert _stream_ids([path], fast, block_bytes=997, workers=1) == [fast.encode(text)]
-    path.write_text(text, encoding="utf-16")
+    path.write_text(text, encoding="utf-8", newline="")
+    exact = dict(block_bytes=997, workers=1, keep_line_endings=True)
+    assert _stream_ids([path], fast, **exact) == [fast.encode(text)]
+    path.write_text(text, encoding="utf-16", newline="")
+    assert _stream_ids([path], fast, **exact, encoding="utf-16") == [fast.encode(text)]
     assert _stream_ids([path], fast, block_bytes=997, workers=1, encoding="utf-16") == [
-        fast.encode(text)
+        fast.encode(text.replace("\r\n", "\n"))
     ]
 
 

@@ -90,6 +90,30 @@ def test_shakespeare_matches_whole_file_encoding(root, models, tmp_path, shakesp
     assert sum(len(c) for c in got) == 1_449_223
 
 
+def test_tables_columns_and_line_endings_from_the_command_line(root, models, tmp_path, vocab_dir):
+    ref = get_encoder(vocab_dir, engine="reference")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_bytes(b'id,body\r\n1,"First row,\r\nwith a comma"\r\n2,Second row\r\n')
+    (data / "b.jsonl").write_text('{"body": "Third\\r\\nrow"}\n', encoding="utf-8")
+    (data / "c.txt").write_bytes(b"A text file\r\nfrom Windows\r\n")
+    docs = ["First row,\r\nwith a comma", "Second row", "Third\r\nrow", "A text file\r\nfrom Windows\r\n"]
+    out = tmp_path / "t.npz"
+    r = run_encode(root, models, str(data), str(out), "--column", "body")
+    assert r.returncode == 0, r.stderr
+    assert "4 documents" in r.stderr
+    assert np.concatenate(members(out)).tolist() == ref.encode(ENDOFTEXT.join(docs).replace("\r\n", "\n"))
+    r = run_encode(root, models, str(data), str(out), "--column", "body", "--keep_line_endings")
+    assert r.returncode == 0, r.stderr
+    assert np.concatenate(members(out)).tolist() == ref.encode(ENDOFTEXT.join(docs))
+    r = run_encode(root, models, str(data / "a.csv"), str(out), "--column", "1", "--header", "no")
+    assert r.returncode == 0, r.stderr
+    assert np.concatenate(members(out)).tolist() == ref.encode(
+        ENDOFTEXT.join(["body", *docs[:2]]).replace("\r\n", "\n"))
+    r = run_encode(root, models, str(data / "a.csv"), str(tmp_path / "x.npz"))
+    assert r.returncode == 2 and "a.csv: 2 columns" in r.stderr and not (tmp_path / "x.npz").exists()
+
+
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     good = tmp_path / "good.txt"
     good.write_text("some text\n")

@@ -112,6 +112,19 @@ def build_world(base: Path, vocab_dir: Path) -> None:
         z.writestr("readme.txt", "hello")
     (d / "afile").write_text("x")
     (d / "out").mkdir()
+    build_tables(d)
+
+
+def build_tables(d: Path) -> None:
+    """The bad tables of TABLE_CASES (issue 16)."""
+    (d / "badquote.csv").write_text('text\nfine\n"open quote\nnever closed\n')
+    (d / "ragged.csv").write_text("text\nfine\nhas, a comma\n")
+    (d / "twocols.csv").write_text("id,body\n1,hello\n")
+    (d / "headeronly.csv").write_text("text\n")
+    (d / "emptytable.csv").write_bytes(b"")
+    (d / "bad.jsonl").write_text('{"text": "fine"}\n{"text": "oops",}\n')
+    (d / "nofield.jsonl").write_text('{"text": "fine"}\n{"body": "other"}\n')
+    (d / "blank.jsonl").write_text("\n\n")
 
 
 # (script, arguments, regex that the message must match). Paths are relative to the world folder;
@@ -297,6 +310,33 @@ FLAG_ROWS = [n for n in CASES if n.split(" ", 1)[1] in {
 SUBCOMMAND = {ENC: "encode", DL: "download", TRAIN: "train", ICS: "sample", GUS: "generate"}
 VIAS = ("script", "gpt2easy")
 
+# Table-shaped corpora (issue 16): malformed CSV/JSONL, a missing column, an empty table.
+TABLE_CASES: dict[str, tuple[str, list[str], str]] = {
+    "encode CSV with an unclosed quote": (ENC, ["data/badquote.csv", "out/x.npz"],
+                                          r"badquote\.csv: malformed CSV in row 3"),
+    "encode CSV row with an extra field": (ENC, ["data/ragged.csv", "out/x.npz"],
+                                           r"ragged\.csv: row 3 .*2 fields"),
+    "encode CSV of two columns, none chosen": (ENC, ["data/twocols.csv", "out/x.npz"],
+                                               r"twocols\.csv: 2 columns.*--column"),
+    "encode CSV missing column": (ENC, ["data/twocols.csv", "out/x.npz", "--column", "text"],
+                                  r"twocols\.csv: no column 'text'"),
+    "encode CSV header only": (ENC, ["data/headeronly.csv", "out/x.npz"],
+                               r"headeronly\.csv: .*no documents"),
+    "encode empty CSV": (ENC, ["data/emptytable.csv", "out/x.npz"], r"emptytable\.csv: .*empty"),
+    "encode bad --header": (ENC, ["data/good.txt", "out/x.npz", "--header", "maybe"], r"--header"),
+    "encode JSONL bad line": (ENC, ["data/bad.jsonl", "out/x.npz"], r"bad\.jsonl: line 2 .*JSON"),
+    "encode JSONL missing field": (ENC, ["data/nofield.jsonl", "out/x.npz"],
+                                   r"nofield\.jsonl: line 2 has no field 'text'"),
+    "encode JSONL without rows": (ENC, ["data/blank.jsonl", "out/x.npz"],
+                                  r"blank\.jsonl: .*no documents"),
+    "train CSV with an unclosed quote": (TRAIN, ["--dataset", "data/badquote.csv"],
+                                         r"badquote\.csv: malformed CSV in row 3"),
+    "train JSONL missing field": (TRAIN, ["--dataset", "data/nofield.jsonl", "--column", "body"],
+                                  r"nofield\.jsonl: line 1 has no field 'body'"),
+    "train bad --header": (TRAIN, ["--dataset", "data/good.npz", "--header", "maybe"], r"--header"),
+}
+CASES.update(TABLE_CASES)
+
 DEFAULT_MODEL = {ENC: ["--models_dir", "models", "--model_name", "tiny"],
                  TRAIN: ["--models_dir", "models", "--model_name", "tiny", "--steps", "2",
                          "--sample_length", "4", "--sample_every", "1"],
@@ -431,6 +471,13 @@ def test_odd_but_valid_text_is_encoded_exactly(tmp_path, vocab_dir, root, kind):
     (tmp_path / "in.txt").write_bytes(text.encode("utf-8"))
     proc = subprocess.run([sys.executable, str(root / ENC), "in.txt", "out.npz",
                            *DEFAULT_MODEL[ENC], "--workers", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ids = np.concatenate(load_npz(tmp_path / "out.npz", HP.n_vocab)).tolist()
+    with open(tmp_path / "in.txt", encoding="utf-8") as f:  # text mode: \r\n and \r become \n
+        assert get_encoder(model).decode(ids) == f.read()
+    proc = subprocess.run([sys.executable, str(root / ENC), "in.txt", "out.npz",
+                           *DEFAULT_MODEL[ENC], "--workers", "1", "--keep_line_endings"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ids = np.concatenate(load_npz(tmp_path / "out.npz", HP.n_vocab)).tolist()

@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import cli
+from .corpus import CorpusFlags
 from .folders import MODELS_DIR_HELP, ModelFlags
 from .options import opt
 from .sample import SamplingFlags
@@ -45,10 +46,11 @@ def download(cfg: DownloadConfig) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class EncodeConfig:
+class EncodeConfig(CorpusFlags):
     """Flags of encode.py / `gpt2easy encode`."""
 
-    in_text: str = opt(help="a text file, a folder (read recursively, in sorted order) or a quoted glob",
+    in_text: str = opt(help="a text file, a .csv/.jsonl table, a folder (read recursively, in sorted "
+                            "order) or a quoted glob",
                        positional=True)
     out_npz: str = opt(help="the archive to write (written under a temporary name, then renamed)",
                        positional=True)
@@ -63,11 +65,13 @@ class EncodeConfig:
 
 
 def encode(cfg: EncodeConfig) -> None:
-    """Encode a text file, a folder (recursive, sorted) or a glob into OUT_NPZ.
+    """Encode a text file, a .csv/.jsonl table, a folder (recursive, sorted) or a glob into OUT_NPZ.
 
-    Every file and every `<|endoftext|>`-separated part of a file is a document; documents are
-    joined with the end-of-text token 50256. Chunks of at least `combine` characters become the
-    archive's members arr_0, arr_1, ... (uint16 token arrays), as in the classic tool.
+    Every text file, every row of a .csv or .jsonl file, and every `<|endoftext|>`-separated part of
+    them is a document; documents are joined with the end-of-text token 50256. Chunks of at least
+    `combine` characters become the archive's members arr_0, arr_1, ... (uint16 token arrays), as in
+    the classic tool. Line endings \\r\\n and \\r become \\n, as the classic tool's text-mode read
+    made them (--keep_line_endings keeps them).
     """
     from tqdm import tqdm
 
@@ -82,7 +86,8 @@ def encode(cfg: EncodeConfig) -> None:
     with tqdm(total=total, unit="B", unit_scale=True, desc="encoding", file=sys.stderr) as bar:
         stats = encode_to_npz(cfg.in_text, cfg.out_npz, encoder, combine=cfg.combine,
                               encoding=cfg.encoding, legacy_endoftext=cfg.legacy_endoftext,
-                              workers=cfg.workers or None, on_bytes=bar.update)
+                              workers=cfg.workers or None, on_bytes=bar.update,
+                              **cfg.reading_kwargs())
     seconds = time.perf_counter() - start
     print(f"encoded {stats.files} files, {stats.documents} documents, {stats.characters} characters"
           f" -> {stats.tokens} tokens in {stats.chunks} chunks, {stats.bytes / 1e6 / seconds:.1f}"

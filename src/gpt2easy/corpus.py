@@ -28,6 +28,8 @@ import numpy as np
 
 from .encoder import ENDOFTEXT, Encoder
 from .errors import UserError
+from .options import opt
+from .tables import HEADER_MODES, header_mode, is_table, normalise_newlines, read_documents
 
 BLOCK_BYTES = 1 << 20  # text read (and handed to a worker) at a time
 _SAFE_BEFORE = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -76,11 +78,13 @@ def safe_cut(text: str, lo: int = 0) -> int:
 
 
 def read_text_blocks(
-    path: Path, encoding: str, block_bytes: int = BLOCK_BYTES
+    path: Path, encoding: str, block_bytes: int = BLOCK_BYTES, *, keep_line_endings: bool = False
 ) -> Iterator[tuple[str, int]]:
     """Decode a file block by block: (text, bytes read) pairs.
 
-    Undecodable bytes or NUL characters raise a UserError naming the file and byte offset.
+    `\\r\\n` and a lone `\\r` become `\\n` (as the classic tool's text-mode read did), also when a
+    `\\r\\n` is split between two blocks; `keep_line_endings` keeps the text exactly. Undecodable
+    bytes or NUL characters raise a UserError naming the file and byte offset.
     """
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
@@ -88,6 +92,7 @@ def read_text_blocks(
         raise UserError(f"unknown --encoding {encoding!r} (try utf-8 or latin-1)") from None
     hint = "if it is text, pass its encoding, e.g. --encoding latin-1"
     offset = 0
+    held_cr = False  # a '\r' at the end of a block waits: the next block may start with '\n'
     try:
         with open(path, "rb") as f:
             while True:
@@ -108,6 +113,10 @@ def read_text_blocks(
                         f"a binary file, or text in another encoding; {hint}"
                     )
                 offset += len(data)
+                if not keep_line_endings:
+                    text = "\r" + text if held_cr else text
+                    held_cr = bool(data) and text.endswith("\r")
+                    text = normalise_newlines(text[:-1] if held_cr else text)
                 if text or data:
                     yield text, len(data)
                 if not data:
@@ -133,40 +142,97 @@ class _Piece:
     ends_chunk: bool
 
 
-def _pieces(files, encoding, combine, legacy, stats, block_bytes) -> Iterator[_Piece]:
-    """Text pieces of the corpus stream in order, each ending at a safe cut or a chunk end."""
+@dataclass(frozen=True, kw_only=True)
+class CorpusFlags:
+    """How text and tables are read: the flags every command that reads a corpus shares
+    (encode.py, train.py; inherit from this class)."""
+
+    keep_line_endings: bool = opt(False, "keep \\r\\n and \\r in text exactly (default: they become "
+                                         "\\n, as the classic tool's text-mode read made them)")
+    column: str | None = opt(None, "column of .csv/.jsonl files holding the text: a CSV header name "
+                                   "or 0-based index (default: the only column; JSONL: text)")
+    header: str = opt("auto", "whether the first row of .csv files is a header (auto: when --column "
+                              "is a name, or every cell of it is one word like text)",
+                      choices=HEADER_MODES)
+
+    def reading_kwargs(self) -> dict:
+        """These flags as keyword arguments of encode_stream, load_dataset and encode_to_npz."""
+        return {"keep_line_endings": self.keep_line_endings, "column": self.column,
+                "header": self.header}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How files become documents: text encoding, line endings, table columns (see tables.py)."""
+
+    encoding: str = "utf-8"
+    keep_line_endings: bool = False
+    column: str | int | None = None
+    header: str | bool | None = "auto"
+
+
+def _document_blocks(path: Path, how: Reading, block_bytes: int) -> Iterator[tuple[str | None, int]]:
+    """A file's text as (text, bytes read) blocks, with (None, 0) after each document's last block.
+
+    A text file is one document; a `.csv` or `.jsonl` file holds one document per non-empty row.
+    """
+    if is_table(path):
+        for text, nbytes in read_documents(path, how.encoding, column=how.column, header=how.header,
+                                           keep_line_endings=how.keep_line_endings):
+            yield text, nbytes
+            if text:
+                yield None, 0
+        return
+    yield from read_text_blocks(path, how.encoding, block_bytes,
+                                keep_line_endings=how.keep_line_endings)
+    yield None, 0
+
+
+def _pieces(files, how: Reading, combine, legacy, stats, block_bytes) -> Iterator[_Piece]:
+    """Text pieces of the corpus stream in order, each ending at a safe cut or a chunk end.
+
+    The separator after a document is added when the next one begins (none after the last).
+    Without `legacy`, the place just before a separator is a safe cut too (the encoder splits the
+    text at `<|endoftext|>`), so rows of a table are handed out in pieces of about a block.
+    """
     carry, chunk_chars, pending_bytes = "", 0, 0
-    keep, closed = len(ENDOFTEXT), False
+    keep, closed, separate = len(ENDOFTEXT), False, False
+    last = ""  # the document's last characters: separators found across blocks, its ending
     for path in files:
         stats.files += 1
-        stats.documents += 1
-        last = ""  # the file's last characters: separators found across blocks, file ending
-        for block, nbytes in read_text_blocks(path, encoding, block_bytes):
-            stats.characters += len(block)
+        for block, nbytes in _document_blocks(path, how, block_bytes):
             stats.bytes += nbytes
-            chunk_chars += len(block)
             pending_bytes += nbytes
+            if separate and (block or block is None):
+                carry += ENDOFTEXT
+                chunk_chars += keep
+                separate = False
+            if block is None:  # the document ends
+                closed = not legacy and last == ENDOFTEXT  # it ends with its own separator
+                stats.documents += 1 - closed
+                last = ""
+                if chunk_chars >= combine:
+                    yield _Piece(carry, pending_bytes, True)
+                    carry, chunk_chars, pending_bytes = "", 0, 0
+                    continue
+                separate = not closed
+                if not legacy and len(carry) >= block_bytes // 4:
+                    yield _Piece(carry, pending_bytes, False)
+                    carry, pending_bytes = "", 0
+                continue
+            stats.characters += len(block)
+            chunk_chars += len(block)
             if not legacy:
                 stats.documents += (last[1:] + block).count(ENDOFTEXT)
             last = (last + block)[-keep:]
-            text = carry + block
-            cut = safe_cut(text, len(carry)) if len(text) >= block_bytes // 4 else 0
+            carry += block  # in place (CPython): many small rows do not copy the carry each time
+            cut = safe_cut(carry, len(carry) - len(block)) if len(carry) >= block_bytes // 4 else 0
             if cut:
-                yield _Piece(text[:cut], pending_bytes, False)
-                carry, pending_bytes = text[cut:], 0
-            else:
-                carry = text
-        closed = not legacy and last == ENDOFTEXT  # the file ends with its own separator
-        stats.documents -= closed
-        if chunk_chars >= combine:
-            yield _Piece(carry, pending_bytes, True)
-            carry, chunk_chars, pending_bytes = "", 0, 0
-        elif not closed:
-            carry += ENDOFTEXT
-            chunk_chars += len(ENDOFTEXT)
-    if chunk_chars:
-        if not legacy and carry.endswith(ENDOFTEXT) and not closed:
-            carry = carry[: -len(ENDOFTEXT)]  # no separator after the last document
+                yield _Piece(carry[:cut], pending_bytes, False)
+                carry, pending_bytes = carry[cut:], 0
+    if chunk_chars or pending_bytes:
+        if legacy and separate:
+            carry += ENDOFTEXT  # the classic tool leaves one after the last file
         yield _Piece(carry, pending_bytes, True)
 
 
@@ -211,16 +277,22 @@ def encode_stream(
     stats: Stats | None = None,
     on_bytes=None,
     block_bytes: int = BLOCK_BYTES,
+    keep_line_endings: bool = False,
+    column: str | int | None = None,
+    header: str | bool | None = "auto",
 ) -> Iterator[tuple[np.ndarray, bool]]:
     """Encode `files` as one corpus; yields (ids, ends_chunk) parts in order.
 
     The parts of one chunk, concatenated, are the ids of the chunk's text encoded whole. At most
     about 2 x workers pieces of text are in flight. `stats` is filled in as parts are produced;
-    `on_bytes(n)` is called with the bytes read for each part (progress bars).
+    `on_bytes(n)` is called with the bytes read for each part (progress bars). Line endings become
+    `\\n` unless `keep_line_endings`; `column` and `header` choose the text of `.csv`/`.jsonl` files
+    (see tables.py).
     """
     stats = stats if stats is not None else Stats()
     workers = default_workers() if workers is None else max(1, int(workers))
-    pieces = _pieces(files, encoding, combine, legacy_endoftext, stats, block_bytes)
+    how = Reading(encoding, keep_line_endings, column, header_mode(header))
+    pieces = _pieces(files, how, combine, legacy_endoftext, stats, block_bytes)
 
     def done(ids: np.ndarray, nbytes: int, ends_chunk: bool):
         stats.tokens += len(ids)

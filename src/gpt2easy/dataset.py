@@ -191,13 +191,17 @@ def load_dataset(
     legacy_endoftext: bool = False,
     workers: int | None = None,
     on_bytes=None,
+    keep_line_endings: bool = False,
+    column: str | int | None = None,
+    header: str | bool | None = "auto",
+    start_token: int | None = None,
 ) -> list[np.ndarray]:
     """Training data as a list of 1-D token chunks (uint16, or int32 for big vocabularies).
 
     Args:
-        path: an `.npz` token archive, a text file, a folder (recursive) or a glob; `.npz` files
-            among them are loaded as they are, all other files are encoded exactly as encode.py
-            does (joined into chunks of at least `combine` characters).
+        path: an `.npz` token archive, a text file, a `.csv`/`.jsonl` table, a folder (recursive)
+            or a glob; `.npz` files among them are loaded as they are, all other files are encoded
+            exactly as encode.py does (joined into chunks of at least `combine` characters).
         encoder: an Encoder or a model folder; needed only when there is text to encode.
         combine: minimum characters per chunk of text.
         encoding: text encoding of the text files.
@@ -205,6 +209,12 @@ def load_dataset(
         legacy_endoftext: encode the text `<|endoftext|>` as ordinary tokens, like the classic tool.
         workers: processes that encode text (default: one per core).
         on_bytes: called with the number of text bytes read as encoding goes on (progress bars).
+        keep_line_endings: keep `\\r\\n` and `\\r` (default: they become `\\n`).
+        column, header: which column of `.csv`/`.jsonl` files holds the text (see tables.py).
+        start_token: when given (50256 for GPT-2), every chunk that does not begin with it gets it
+            in front, so that the first document of every chunk is seen after the token documents
+            follow, as the later ones are (chunks, ours and the classic tool's, start with a
+            document).
     """
     files = list_files(path)
     npz = [f for f in files if f.suffix == ".npz"]
@@ -216,11 +226,27 @@ def load_dataset(
     if text:
         chunks += iter_text_chunks(
             text, enc, combine=combine, encoding=encoding, legacy_endoftext=legacy_endoftext,
-            workers=workers, on_bytes=on_bytes,
+            workers=workers, on_bytes=on_bytes, keep_line_endings=keep_line_endings,
+            column=column, header=header,
         )
     chunks = [c for c in chunks if len(c)]
     if not chunks:
         raise UserError(f"no tokens in {path}: the data is empty")
+    if start_token is not None:
+        chunks = with_start_token(chunks, start_token)
+    return chunks
+
+
+def with_start_token(chunks: list[np.ndarray], token: int) -> list[np.ndarray]:
+    """`chunks` with `token` in front of each one that does not already begin with it.
+
+    Chunks are replaced one at a time, so memory grows by one chunk at most.
+    """
+    for i, c in enumerate(chunks):
+        if len(c) and int(c[0]) != token:
+            out = np.empty(len(c) + 1, np.result_type(c.dtype, np.min_scalar_type(token)))
+            out[0], out[1:] = token, c
+            chunks[i] = out
     return chunks
 
 
@@ -234,10 +260,14 @@ def encode_to_npz(
     legacy_endoftext: bool = False,
     workers: int | None = None,
     on_bytes=None,
+    keep_line_endings: bool = False,
+    column: str | int | None = None,
+    header: str | bool | None = "auto",
 ) -> Stats:
-    """Encode a text file, folder or glob into the token archive `out_npz` (what encode.py does).
+    """Encode a text file, table, folder or glob into the token archive `out_npz` (encode.py).
 
     Nothing appears at `out_npz` unless everything worked. Returns the counts for the summary.
+    Line endings become `\\n` unless `keep_line_endings`; `column`/`header`: see tables.py.
     """
     files = list_files(in_text)
     archives = [f for f in files if f.suffix == ".npz"]
@@ -247,7 +277,8 @@ def encode_to_npz(
     dtype = token_dtype(encoder.n_vocab)
     stream = encode_stream(
         files, encoder, combine=combine, encoding=encoding, legacy_endoftext=legacy_endoftext,
-        workers=workers, stats=stats, on_bytes=on_bytes,
+        workers=workers, stats=stats, on_bytes=on_bytes, keep_line_endings=keep_line_endings,
+        column=column, header=header,
     )
     with NpzWriter(out_npz) as writer:
         for first in stream:

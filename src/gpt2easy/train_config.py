@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .corpus import CorpusFlags
 from .errors import UserError
 from .folders import MODELS_DIR_HELP
 from .options import check_config, opt
@@ -21,8 +22,10 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run; the flags of train.py and `gpt2easy train`."""
+class TrainConfig(CorpusFlags):
+    """Every setting of a training run; the flags of train.py and `gpt2easy train`. The flags that
+    say how text and tables are read (--keep_line_endings, --column, --header) come from
+    `corpus.CorpusFlags`, shared with encode.py."""
 
     dataset: str = opt(help="an .npz from encode.py, a text file, a folder (recursive) or a quoted glob; "
                             "text is encoded on the fly exactly like encode.py")

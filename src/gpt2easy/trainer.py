@@ -39,6 +39,7 @@ from .train_config import TrainConfig  # noqa: F401 - re-exported: trainer.Train
 from .training_samples import SampleWriter
 
 logger = logging.getLogger(__name__)
+START_TOKEN = 50256  # GPT-2's <|endoftext|>: every training chunk begins with it
 
 # TensorBoard's scalar format, written with core TF (the tensorboard package is not needed).
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -115,7 +116,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                         f"positions, use at most {hp.n_ctx}")
     base = _base_folder(cfg)
     start = runfolder.find_start(cfg.restore_from, run_dir, base, hp)
-    chunks = load_dataset(cfg.dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    chunks = training_chunks(cfg.dataset, cfg, src, hp)
     tokens = sum(len(c) for c in chunks)
     window = _window(max(len(c) for c in chunks), hp.n_ctx)
     logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
@@ -243,6 +244,16 @@ def _base_folder(cfg: TrainConfig) -> Path | None:
         return None
 
 
+def training_chunks(data: str, cfg: TrainConfig, src: Path, hp: HParams) -> list[np.ndarray]:
+    """The token chunks of `data` as training sees them: text encoded like encode.py, and every
+    chunk preceded by <|endoftext|> (50256), so that a document's start is always learned after
+    the token that separates documents (and that unconditional sampling starts from), also when it
+    opens a chunk; a vocabulary without id 50256 (a tiny test model) gets no start token."""
+    return load_dataset(data, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
+                        start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None,
+                        **cfg.reading_kwargs())
+
+
 def _window(longest_chunk: int, n_ctx: int) -> int:
     """Input tokens per row: n_ctx, or less for a corpus whose chunks are all shorter."""
     if longest_chunk < 2:
@@ -259,8 +270,7 @@ def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, win
     """A function returning the mean loss over fixed validation windows (classic: seed 1)."""
     if not cfg.val_every:
         return None
-    val_chunks = chunks if cfg.val_dataset is None else load_dataset(
-        cfg.val_dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    val_chunks = chunks if cfg.val_dataset is None else training_chunks(cfg.val_dataset, cfg, src, hp)
     val_window = min(window, max(len(c) for c in val_chunks) - 1)
     if val_window < 1:
         raise UserError(f"{cfg.val_dataset}: no chunk of 2 tokens or more to validate on")
