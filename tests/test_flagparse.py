@@ -24,13 +24,14 @@ from gpt2easy.train_config import TrainConfig
 # each command must take exactly these.
 CLASSIC = {
     "download": "model_name models_dir base_url timeout retries verbose",
-    "encode": "in_text out_npz model_name models_dir combine encoding workers legacy_endoftext verbose",
+    "encode": "in_text out_npz model_name models_dir combine encoding workers legacy_endoftext verbose "
+              "keep_line_endings column header",
     "train": "dataset model_name models_dir combine encoding batch_size learning_rate accumulate_gradients "
              "memory_saving_gradients only_train_transformer_layers optimizer noise top_k top_p "
              "restore_from run_name sample_every sample_length sample_num save_every val_dataset "
              "val_batch_size val_batch_count val_every steps seed max_checkpoints print_every "
              "checkpoint_dir sample_dir warmup_steps lr_decay lr_decay_steps min_lr grad_clip "
-             "weight_decay precision xla strategy verbose",
+             "weight_decay precision xla strategy verbose keep_line_endings column header",
     "sample": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
               "top_k top_p repetition_penalty stop stop_at_endoftext precision verbose",
     "generate": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
