@@ -38,8 +38,10 @@ class SlowEngine:
         from gpt2easy.scheduler import SequentialEngine
 
         self.inner, self.delay, self.steps = SequentialEngine(generator), delay, 0
+        self.batches: list[int] = []  # jobs per run_batch call
 
     def run_batch(self, jobs):
+        self.batches.append(len(jobs))
         for event in self.inner.run_batch(jobs):
             self.steps += 1
             time.sleep(self.delay)

@@ -117,6 +117,32 @@ def test_a_full_queue_answers_503_with_retry_after(loaded):  # noqa: F811
                           timeout=60).status_code == 200  # fmt: skip
 
 
+def test_requests_that_arrive_together_are_taken_as_one_batch(loaded):  # noqa: F811
+    engine = SlowEngine(loaded[0], delay=0.05)
+    service = make_service(loaded, engine=engine, max_batch=8)
+    results = []
+
+    def post(max_tokens):
+        r = httpx.post(url + "/v1/completions", json={"prompt": "Hi", "seed": 1, "max_tokens": max_tokens},
+                       timeout=120)  # fmt: skip
+        results.append(r.status_code)
+
+    with serving(service) as url:
+        first = threading.Thread(target=post, args=(20,))
+        first.start()
+        while service.scheduler.busy_since is None:
+            time.sleep(0.01)
+        others = [threading.Thread(target=post, args=(2,)) for _ in range(5)]
+        for t in others:
+            t.start()
+        while service.scheduler.waiting < 5:
+            time.sleep(0.01)
+        for t in [first, *others]:
+            t.join()
+    assert results == [200] * 6
+    assert engine.batches == [1, 5]  # the five that waited together ran as one batch
+
+
 def test_the_worker_survives_a_failing_batch(loaded):  # noqa: F811
     class Failing:
         calls = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +110,26 @@ def test_the_page(browser, loaded, tmp_path):  # noqa: F811
         shot = tmp_path / "serve-page.png"
         browser.save_screenshot(str(shot))
 
+        # A full queue: the page says the server is busy.
+        service.scheduler.max_queue = 1
+        hold = [threading.Thread(target=httpx.post, args=(url + "/v1/completions",),
+                                 kwargs={"json": {"prompt": "Hi", "max_tokens": 50}, "timeout": 120})
+                for _ in range(2)]  # fmt: skip
+        hold[0].start()
+        wait_for(lambda: service.scheduler.busy_since is not None, what="the worker to start")
+        hold[1].start()
+        wait_for(lambda: service.scheduler.waiting == 1, what="a waiting request")
+        find("#generate").click()
+        wait_for(lambda: "busy" in find("#message").text, what="the busy message")
+        assert "busy" in find("#message").get_attribute("class")
+        wait_for(lambda: "busy" in find("#state").text or "generating" in find("#state").text,
+                 what="the state pill")  # fmt: skip
+        busy_shot = tmp_path / "serve-page-busy.png"
+        browser.save_screenshot(str(busy_shot))
+        for t in hold:
+            t.join()
+        service.scheduler.max_queue = 64
+
         # A bad value is explained, naming the field.
         find("#temperature").clear()
         find("#temperature").send_keys("5")
@@ -118,5 +139,6 @@ def test_the_page(browser, loaded, tmp_path):  # noqa: F811
     if os.environ.get("GPT2EASY_SCREENSHOTS"):
         folder = Path(os.environ["GPT2EASY_SCREENSHOTS"])
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, folder / shot.name)
+        for path in (shot, busy_shot):
+            shutil.copyfile(path, folder / path.name)
     assert shot.stat().st_size > 10_000
