@@ -30,6 +30,23 @@ def test_each_line_is_one_write_and_torn_lines_are_skipped(tmp_path, monkeypatch
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["loss"] == 2.5 and rows[1]["loss"] is None
 
 
+def test_a_write_error_is_a_warning_not_a_crash(tmp_path, monkeypatch, caplog):
+    import errno
+
+    log = MetricsLog(tmp_path, 0)
+    log.write(1, loss=1.0)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    log.write(2, loss=2.0)
+    log.write(3, loss=3.0)
+    log.close()
+    assert caplog.text.count("No space left on device") == 1
+    assert [r["step"] for r in read_metrics(tmp_path / FILENAME)] == [1]
+
+
 def test_resume_drops_lines_past_the_checkpoint(tmp_path):
     log = MetricsLog(tmp_path, 0)
     for step in range(1, 6):

@@ -15,12 +15,17 @@ This module imports no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 from pathlib import Path
 
+from .errors import UserError
 from .files import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 FILENAME = "metrics.jsonl"
 
@@ -59,14 +64,28 @@ class MetricsLog:
 
     def __init__(self, folder: str | Path, resume_step: int):
         self.path = Path(folder) / FILENAME
-        if self.path.exists():
-            text = self.path.read_text(encoding="utf-8", errors="replace")
-            kept = [line for line in text.split("\n")[: -1 if not text.endswith("\n") else None]
-                    if (row := _parse(line)) is not None and row["step"] <= resume_step]  # fmt: skip
-            body = "".join(line + "\n" for line in kept)
-            if body != text:
-                atomic_write_text(self.path, body)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.fd = -1
+        try:
+            if self.path.exists():
+                text = self.path.read_text(encoding="utf-8", errors="replace")
+                kept = [line for line in text.split("\n")[: -1 if not text.endswith("\n") else None]
+                        if (row := _parse(line)) is not None and row["step"] <= resume_step]  # fmt: skip
+                body = "".join(line + "\n" for line in kept)
+                if body != text:
+                    atomic_write_text(self.path, body)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except (OSError, UserError) as e:
+            self._give_up(e)
+
+    def _give_up(self, error: Exception) -> None:
+        """Metrics are a convenience: a full disk or a read-only folder must not stop training (the
+        checkpoint save reports such problems itself)."""
+        logger.warning("warning: cannot write %s (%s); training goes on without it", self.path,
+                       getattr(error, "strerror", None) or error)
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        self.fd = -1
 
     def write(self, step: int, **values) -> None:
         """One line: {"step": step, **values, "time": now} (non-finite numbers as null)."""
@@ -77,16 +96,22 @@ class MetricsLog:
             v = float(v)
             row[k] = v if math.isfinite(v) else None
         row["time"] = round(time.time(), 3)
-        os.write(self.fd, (json.dumps(row) + "\n").encode())
+        if self.fd >= 0:
+            try:
+                os.write(self.fd, (json.dumps(row) + "\n").encode())
+            except OSError as e:
+                self._give_up(e)
 
     def sync(self) -> None:
         """Make the lines written so far durable (called with every checkpoint)."""
-        os.fsync(self.fd)
-
-    def close(self) -> None:
         if self.fd >= 0:
             try:
                 os.fsync(self.fd)
-            finally:
-                os.close(self.fd)
-                self.fd = -1
+            except OSError as e:
+                self._give_up(e)
+
+    def close(self) -> None:
+        self.sync()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -93,7 +93,7 @@ async function generate() {
     const resp = await fetch("/v1/completions", { method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal });
     if (!resp.ok) {
       const msg = await errorText(resp);
-      if (resp.status === 503 || resp.status === 429) say("The server is busy: " + msg, "busy");
+      if (resp.status === 503 || resp.status === 429) say(msg, "busy");
       else if (resp.status === 401) { $("keybox").hidden = false; say(msg, "error"); }
       else say(msg, "error");
       return;
