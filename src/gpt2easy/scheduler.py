@@ -10,7 +10,11 @@ The seam for batching is `Engine.run_batch(jobs)`: it generates every job of a b
 before every step, so that rows finished by a stop string, and cancelled jobs, stop costing
 compute. `SequentialEngine` runs the jobs one after another with `generate.Generator` (a job's n
 rows, one prompt, are one batch there). A ragged engine that runs prompts of different lengths in
-one batch only has to implement the same method; nothing else here changes.
+one batch only has to implement the same method (and be chosen in `serve.build_service`); nothing
+else changes. Its contract, so that a request gives the same text whatever it is batched with:
+row r of job j draws what row r of `Generator.generate([job.prompt] * job.n, job.settings.length,
+job.settings.controls(0))` draws (the seed, temperature, top-k/p and penalty are per job); it may
+yield the jobs' steps interleaved, in any order, and must skip rows whose `finished` entry is set.
 
 Text is made here, not in the engine, with `sample._Row` (incremental UTF-8 decoding, stop strings,
 the held-back tail), exactly as the sampling scripts make it, so the same seed gives the same text.
