@@ -106,13 +106,44 @@ def build_service(cfg: ServeConfig):
                    max_body_bytes=cfg.max_body_kb * 1024, read_timeout=cfg.read_timeout)  # fmt: skip
 
 
+def _guarded_h11(head_timeout: float):
+    """uvicorn's HTTP/1.1 protocol plus a deadline for the first request head: uvicorn times out
+    idle keep-alive connections but not a client that connects and never (or very slowly) sends its
+    headers, which would hold a connection slot for ever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(head_timeout, self._head_late)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def connection_lost(self, exc) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
 def _uvicorn(service, cfg: ServeConfig):
     import uvicorn
 
     from .server import create_app
 
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False,
-                            lifespan="off", ws="none", http="h11", timeout_keep_alive=5,
+                            lifespan="off", ws="none", http=_guarded_h11(service.read_timeout),
+                            timeout_keep_alive=5,
                             limit_concurrency=cfg.max_connections, timeout_graceful_shutdown=3,
                             h11_max_incomplete_event_size=64 * 1024)  # fmt: skip
     return uvicorn.Server(config)
