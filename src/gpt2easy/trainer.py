@@ -32,6 +32,7 @@ from .dataset import Sampler, load_dataset
 from .errors import UserError
 from .folders import model_dir
 from .hparams import HParams
+from .metrics import MetricsLog
 from .model import GPT2
 from .optim import Optimizer
 from .train import EvalLoss, StepConfig, TrainStep
@@ -159,6 +160,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
     writer = tf.summary.create_file_writer(str(run_dir)) if chief else tf.summary.create_noop_writer()
 
     counter = first = start.step
+    mlog = MetricsLog(run_dir, first) if chief else None  # metrics.jsonl, continued from `first`
     avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
     logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
                 cfg.run_name, start.describe(), seed, cfg.batch_size * replicas * cfg.accumulate_gradients,
@@ -172,6 +174,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
             max_to_keep=cfg.max_checkpoints)
         logger.info("saved %s", runfolder.relpath(prefix))
+        mlog.sync()
         return prefix
 
     last_saved, loss, t0 = None, float("nan"), time.time()
@@ -196,6 +199,8 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                     failure = distribute.peer_failure_message(e)
                     break
                 scalar("val_loss", val, counter)
+                if mlog:
+                    mlog.write(counter, val_loss=val)
                 logger.info("[%d | %.2f] validation loss = %.4f", counter, time.time() - t0, val)
             if solo and stop.requested:
                 break
@@ -217,6 +222,8 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
             for name, value in (("loss", loss), ("learning_rate", lr), ("tokens_per_sec", tok_s)):
                 scalar(name, value, counter)
             if counter % cfg.print_every == 0:
+                if mlog:
+                    mlog.write(counter, loss=loss, avg=avg[0] / avg[1], lr=lr, tokens_per_sec=tok_s)
                 logger.info("[%d | %.2f] loss=%.4f avg=%.4f tokens/s=%.0f%s", counter,
                             time.time() - t0, loss, avg[0] / avg[1], tok_s,
                             f" lr={lr:.3g}" if schedule.decay != "none" or cfg.warmup_steps else "")
@@ -227,6 +234,8 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
         stop.saving = True
         prefix = save() if not last_saved or last_saved[1] != counter else last_saved[0]
     writer.flush()
+    if mlog:
+        mlog.close()
     if failure:
         raise UserError(f"{failure}; saved {runfolder.relpath(prefix)}" if chief else failure)
     return {"steps": counter - first, "step": counter, "loss": loss,
