@@ -48,7 +48,7 @@ def encode(
         verbose: more logging.
     """
     del verbose  # read by cli.run to set the log level
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from gpt2easy.corpus import list_files
     from gpt2easy.dataset import encode_to_npz

@@ -1,0 +1,205 @@
+"""The Python API: the command lines' workflow as functions, for scripts and notebooks.
+
+    import gpt2easy
+    gpt2easy.download_model("124M")
+    gpt2easy.encode("corpus.txt", "corpus.npz")
+    result = gpt2easy.finetune("corpus.npz", model_name="124M", run_name="run1", steps=1000)
+    model = gpt2easy.load(run_name="run1")
+    texts = model.generate(["To be, or not", "Once upon a time"], length=100, top_k=40, seed=1)
+
+Each function takes the options of its command line under the same names, with the same defaults
+(read from the config dataclasses, never written twice) and the same checks: a problem the caller
+can fix raises `UserError` with the one-line message the command line prints. Nothing here prints or
+exits: logs go through `logging` (`logging.basicConfig(level=logging.INFO)` shows the step lines),
+progress bars through `tqdm.auto` (a notebook gets a notebook bar), training samples to the
+`on_sample` callback. Importing this module does not import TensorFlow; the first call that needs
+it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .errors import UserError
+from .folders import DEFAULT_MODELS_DIR
+
+logger = logging.getLogger(__name__)
+
+# train.py's "-1 = none" flags: the API takes -1 as the command line does (None works too).
+_MINUS_ONE_IS_NONE = ("steps", "sample_length", "lr_decay_steps")
+
+
+def check_options(given: dict, known: dict[str, dataclasses.Field], what: str, hint: str = "") -> None:
+    """Refuse an unknown keyword (naming the closest known option) or a value of the wrong type."""
+    for name, value in given.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            maybe = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"{what}: unknown option {name}{maybe}{hint}")
+        _check_type(name, value, known[name].type)
+
+
+def _check_type(name: str, value, annotation) -> None:
+    """A light check of `value` against a field annotation such as 'int | None' or 'float'."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    kinds = {k.strip() for k in text.split("|")}
+    if value is None and "None" in kinds:
+        return
+    ok = {"str": (str, os.PathLike), "int": (int,), "float": (int, float), "bool": (bool,)}
+    accepted = [ok[k] for k in kinds if k in ok]
+    if not accepted:  # tuples, lists: checked by the command's own checks
+        return
+    if isinstance(value, bool) and "bool" not in kinds:
+        accepted = []
+    if not any(isinstance(value, t) for t in accepted):
+        raise UserError(f"--{name} must be {' or '.join(sorted(kinds))}, got {value!r}")
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _tensorflow() -> None:
+    """Import TensorFlow as the command lines do (quiet, oneDNN on)."""
+    from .cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+
+# --- download and encode ----------------------------------------------------------------------
+
+
+def download_model(model_name: str, models_dir: str | Path = DEFAULT_MODELS_DIR, *,
+                   base_url: str | None = None, timeout: float = 30.0, retries: int = 3,
+                   progress: bool = True):  # fmt: skip
+    """Fetch the seven files of an OpenAI GPT-2 release into `models_dir/NAME`, as download_model.py.
+
+    `model_name`: 124M, 355M, 774M or 1558M (117M, 345M: old names). Complete files are skipped,
+    partial ones resumed. Returns a `DownloadResult` (folder, downloaded, skipped, bytes_written);
+    raises UserError when the download cannot go ahead (offline, unknown model, HTTP 404).
+    """
+    from .download import download_model as fetch
+
+    return fetch(model_name, models_dir=models_dir, base_url=base_url, timeout=timeout,
+                 retries=retries, progress=progress)  # fmt: skip
+
+
+def encode(in_text: str | Path, out_npz: str | Path, *, model_name: str = "124M",
+           models_dir: str | Path = DEFAULT_MODELS_DIR, combine: int = 50000, encoding: str = "utf-8",
+           workers: int = 0, legacy_endoftext: bool = False, progress: bool = True):  # fmt: skip
+    """Encode a text file, folder or glob into the token archive `out_npz`, as encode.py.
+
+    Options as encode.py's flags (`workers` 0 = one per core). Nothing is written at `out_npz`
+    unless it all worked. Returns the counts (files, documents, characters, tokens, chunks, bytes).
+    """
+    from tqdm.auto import tqdm
+
+    from .corpus import list_files
+    from .dataset import encode_to_npz
+    from .encoder import get_encoder
+    from .folders import model_dir
+
+    for name, value in (("combine", combine), ("workers", workers)):
+        _check_type(name, value, "int")
+        if value < 0:
+            raise UserError(f"--{name} must be >= 0, not {value}")
+    encoder = get_encoder(model_dir(models_dir, model_name))
+    total = sum(os.path.getsize(f) for f in list_files(in_text))
+    with tqdm(total=total, unit="B", unit_scale=True, desc="encoding", file=sys.stderr,
+              disable=not progress) as bar:  # fmt: skip
+        return encode_to_npz(in_text, out_npz, encoder, combine=combine, encoding=encoding,
+                             legacy_endoftext=legacy_endoftext, workers=workers or None,
+                             on_bytes=bar.update)  # fmt: skip
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneResult:
+    """What `finetune` did: updates in this call, the run's step count after it, the last loss,
+    the checkpoint saved (`checkpoint/RUN/model-N`), the samples folder, and the seed used."""
+
+    steps: int
+    step: int
+    loss: float
+    checkpoint: str
+    samples: str
+    seed: int
+
+
+def finetune(dataset: str | Path, *, on_sample: Callable[[str], None] | None = None,
+             **options) -> FinetuneResult:  # fmt: skip
+    """Train on `dataset` as train.py does, with any of its options as keywords (listed below).
+
+    Ctrl+C (SIGINT) or SIGTERM stops after the current step and saves, as in a terminal; the
+    signal handlers in place before the call are back when it returns. Calling it again continues
+    the run (`restore_from="latest"`). Training samples are written to `samples/RUN/` and passed
+    to `on_sample` (e.g. `print`) when given. Without `steps`, it trains until interrupted.
+    """
+    _tensorflow()
+    from .trainer import TrainConfig, train
+
+    fields = _fields(TrainConfig)
+    check_options(options, {k: v for k, v in fields.items() if k != "dataset"}, "finetune")
+    for name in _MINUS_ONE_IS_NONE:
+        if options.get(name) == -1:
+            options[name] = None
+    cfg = TrainConfig(dataset=os.fspath(dataset), **{k: _plain(v) for k, v in options.items()})
+    summary = train(cfg, on_sample=on_sample)
+    return FinetuneResult(**{f.name: summary[f.name] for f in dataclasses.fields(FinetuneResult)})
+
+
+def _plain(value):
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+def load(*, model_name: str | None = None, models_dir: str | Path | None = None,
+         run_name: str | None = None, checkpoint: str | Path | None = None,
+         precision: str | None = None, checkpoint_dir: str | Path = "checkpoint"):  # fmt: skip
+    """Load a model to sample from, chosen as the sampling scripts choose it: `checkpoint` (a
+    folder or `model-N` prefix) wins over `run_name` (the newest checkpoint of
+    `checkpoint_dir/RUN_NAME`), which wins over `models_dir/model_name`. Defaults are the scripts'
+    (124M in src/models, fp32). `precision`: fp32 or bf16. Returns a `Model`.
+    """
+    from .folders import ModelFlags
+    from .sample import SamplingFlags, check_flags
+
+    given = {"model_name": model_name, "models_dir": models_dir, "run_name": run_name,
+             "checkpoint": checkpoint}  # fmt: skip
+    flags = ModelFlags(**{k: _plain(v) for k, v in given.items() if v is not None})
+    precision = SamplingFlags().precision if precision is None else precision
+    check_flags(nsamples=1, batch_size=1, length=None, temperature=1.0, top_k=0, top_p=1.0,
+                repetition_penalty=1.0, precision=precision)  # fmt: skip
+    _tensorflow()
+    from .loaded_model import Model
+
+    return Model.open(flags, precision, os.fspath(checkpoint_dir))
+
+
+def __getattr__(name: str):
+    if name == "Model":  # the class lives with TensorFlow; `gpt2easy.api.Model` for type hints
+        from .loaded_model import Model
+
+        return Model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def as_list(prompts: str | Iterable[str]) -> list[str]:
+    """One prompt or several, as a list (a lone string is one prompt, not its characters)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise UserError(f"prompts must be strings, got {bad[0]!r}")
+    return prompts
