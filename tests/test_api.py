@@ -211,23 +211,35 @@ OPTIONS = [
 ]  # fmt: skip
 
 
+def script_samples(root, script, options, stdin="") -> list[str]:
+    args = [a for k, v in options.items() for a in (f"--{k}", str(v).replace("'", '"'))]
+    out = subprocess.run(
+        [sys.executable, str(root / script), "--models_dir", "models", "--model_name", "tiny", *args],
+        input=stdin, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return samples_of(out.stdout)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("options", OPTIONS)
 def test_generate_gives_the_scripts_text(tiny, root, options):
     prompts = ["Hello there", "Once upon a time"]
-    args = [a for k, v in options.items() for a in (f"--{k}", str(v).replace("'", '"'))]
-    out = subprocess.run(
-        [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir", "models",
-         "--model_name", "tiny", *args],
-        input="".join(p + "\n" for p in prompts), capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    expected = samples_of(out.stdout)
+    expected = script_samples(root, "interactive_conditional_samples.py", options,
+                              "".join(p + "\n" for p in prompts))  # fmt: skip
     assert len(expected) == len(prompts) * options.get("nsamples", 1) and any(expected)
     model = gpt2easy.load(models_dir="models", model_name="tiny")
     assert model.generate(prompts, **options) == expected
     if "nsamples" not in options:
         assert "".join(model.stream(prompts[1], **options)) == expected[1]
+
+
+@pytest.mark.slow
+def test_the_empty_prompt_gives_the_unconditional_scripts_text(tiny, root):
+    options = dict(length=9, seed=8, top_k=30, nsamples=4, batch_size=2)
+    expected = script_samples(root, "generate_unconditional_samples.py", options)
+    assert len(expected) == 4 and any(expected)
+    assert gpt2easy.load(models_dir="models", model_name="tiny").generate("", **options) == expected
 
 
 def test_stream_pieces_join_to_the_generated_text(tiny):
@@ -284,6 +296,8 @@ def test_load_errors(tiny):
         gpt2easy.load(run_name="nothing")
     with pytest.raises(UserError, match="--precision must be fp32 or bf16"):
         gpt2easy.load(models_dir="models", model_name="tiny", precision="fp8")
+    with pytest.raises(UserError, match="--model_name must be str, got 124"):
+        gpt2easy.load(model_name=124)
     with pytest.raises(UserError, match="prompts must be strings"):
         gpt2easy.load(models_dir="models", model_name="tiny").generate([1, 2])
 

@@ -23,7 +23,7 @@ import difflib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UserError
@@ -136,7 +136,8 @@ class FinetuneResult:
 
 def finetune(dataset: str | Path, *, on_sample: Callable[[str], None] | None = None,
              **options) -> FinetuneResult:  # fmt: skip
-    """Train on `dataset` as train.py does, with any of its options as keywords (listed below).
+    """Train on `dataset` as train.py does, with any of its options as keywords: the fields of
+    `gpt2easy.trainer.TrainConfig`, with the defaults `python train.py --help` shows.
 
     Ctrl+C (SIGINT) or SIGTERM stops after the current step and saves, as in a terminal; the
     signal handlers in place before the call are back when it returns. Calling it again continues
@@ -176,7 +177,9 @@ def load(*, model_name: str | None = None, models_dir: str | Path | None = None,
 
     given = {"model_name": model_name, "models_dir": models_dir, "run_name": run_name,
              "checkpoint": checkpoint}  # fmt: skip
-    flags = ModelFlags(**{k: _plain(v) for k, v in given.items() if v is not None})
+    given = {k: _plain(v) for k, v in given.items() if v is not None}
+    check_options(given, _fields(ModelFlags), "load")
+    flags = ModelFlags(**given)
     precision = SamplingFlags().precision if precision is None else precision
     check_flags(nsamples=1, batch_size=1, length=None, temperature=1.0, top_k=0, top_p=1.0,
                 repetition_penalty=1.0, precision=precision)  # fmt: skip
@@ -192,14 +195,3 @@ def __getattr__(name: str):
 
         return Model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def as_list(prompts: str | Iterable[str]) -> list[str]:
-    """One prompt or several, as a list (a lone string is one prompt, not its characters)."""
-    if isinstance(prompts, str):
-        return [prompts]
-    prompts = list(prompts)
-    bad = [p for p in prompts if not isinstance(p, str)]
-    if bad:
-        raise UserError(f"prompts must be strings, got {bad[0]!r}")
-    return prompts

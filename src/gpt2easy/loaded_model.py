@@ -9,12 +9,13 @@ to replace it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from . import sample
-from .api import as_list, check_options
+from .api import check_options
 from .checkpoint import load_model, open_model
 from .encoder import get_encoder
+from .errors import UserError
 from .folders import ModelFlags
 from .generate import Generator
 from .sample import ENDOFTEXT, SamplingFlags, Settings
@@ -58,7 +59,8 @@ class Model:
         One text per prompt, or with `nsamples` > 1 that many per prompt, prompt by prompt:
         `[p0 s1, p0 s2, ..., p1 s1, ...]`. `batch_size` samples are generated together (nsamples
         must be a multiple of it). A lone string is one prompt (the result is still a list). The
-        empty prompt "" starts from <|endoftext|>, as generate_unconditional_samples.py does.
+        empty prompt "" starts from <|endoftext|>: the same text as generate_unconditional_samples.py
+        with the same options.
         """
         prompts = as_list(prompts)
         settings = self._settings(nsamples, batch_size, options)
@@ -110,3 +112,14 @@ def generate_each(model: Model, prompts: list[list[int]], nsamples: int, batch_s
             texts += rows
         out.append(texts)
     return out
+
+
+def as_list(prompts: str | Iterable[str]) -> list[str]:
+    """One prompt or several, as a list (a lone string is one prompt, not its characters)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise UserError(f"prompts must be strings, got {bad[0]!r}")
+    return prompts
