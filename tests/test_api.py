@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,9 @@ def test_finetune_takes_every_train_option_with_the_configs_defaults(monkeypatch
     assert result == gpt2easy.FinetuneResult(0, 0, 1.5, "c", "s", 1)
     gpt2easy.finetune("data.npz", steps=-1, sample_length=-1, lr_decay_steps=-1)  # the scripts' "none"
     assert seen[-1] == trainer.TrainConfig(dataset="data.npz")
+    gpt2easy.finetune(Path("data.npz"), batch_size=np.int64(2), models_dir=Path("m"), noise=1)
+    assert seen[-1] == trainer.TrainConfig(dataset="data.npz", batch_size=2, models_dir="m", noise=1.0)
+    assert type(seen[-1].batch_size) is int and type(seen[-1].noise) is float
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.steps = 3  # type: ignore[misc]
 

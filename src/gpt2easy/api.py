@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
+import numbers
 import os
 import sys
 from collections.abc import Callable
@@ -29,36 +29,43 @@ from pathlib import Path
 from .errors import UserError
 from .folders import DEFAULT_MODELS_DIR
 
-logger = logging.getLogger(__name__)
-
 # train.py's "-1 = none" flags: the API takes -1 as the command line does (None works too).
 _MINUS_ONE_IS_NONE = ("steps", "sample_length", "lr_decay_steps")
 
 
-def check_options(given: dict, known: dict[str, dataclasses.Field], what: str, hint: str = "") -> None:
-    """Refuse an unknown keyword (naming the closest known option) or a value of the wrong type."""
+def check_options(given: dict, known: dict[str, dataclasses.Field], what: str, hint: str = "") -> dict:
+    """`given` with plain values (a Path as str, a NumPy integer as int), after refusing an unknown
+    keyword (naming the closest known option) or a value of the wrong type."""
+    out = {}
     for name, value in given.items():
         if name not in known:
             close = difflib.get_close_matches(name, list(known), n=1)
             maybe = f" (did you mean {close[0]}?)" if close else ""
             raise UserError(f"{what}: unknown option {name}{maybe}{hint}")
-        _check_type(name, value, known[name].type)
+        out[name] = plain(name, value, known[name].type)
+    return out
 
 
-def _check_type(name: str, value, annotation) -> None:
-    """A light check of `value` against a field annotation such as 'int | None' or 'float'."""
+def plain(name: str, value, annotation):
+    """`value` checked against a field annotation such as 'int | None' or 'float', as a plain
+    Python value; annotations other than str, int, float, bool and None are left to the command's
+    own checks."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     kinds = {k.strip() for k in text.split("|")}
     if value is None and "None" in kinds:
-        return
-    ok = {"str": (str, os.PathLike), "int": (int,), "float": (int, float), "bool": (bool,)}
-    accepted = [ok[k] for k in kinds if k in ok]
-    if not accepted:  # tuples, lists: checked by the command's own checks
-        return
-    if isinstance(value, bool) and "bool" not in kinds:
-        accepted = []
-    if not any(isinstance(value, t) for t in accepted):
-        raise UserError(f"--{name} must be {' or '.join(sorted(kinds))}, got {value!r}")
+        return None
+    if not kinds & {"str", "int", "float", "bool"}:
+        return value
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if "str" in kinds and isinstance(value, str | os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, bool):
+        if "int" in kinds and isinstance(value, numbers.Integral):
+            return int(value)
+        if "float" in kinds and isinstance(value, numbers.Real):
+            return float(value)
+    raise UserError(f"--{name} must be {' or '.join(sorted(kinds))}, got {value!r}")
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -105,8 +112,8 @@ def encode(in_text: str | Path, out_npz: str | Path, *, model_name: str = "124M"
     from .encoder import get_encoder
     from .folders import model_dir
 
+    combine, workers = plain("combine", combine, "int"), plain("workers", workers, "int")
     for name, value in (("combine", combine), ("workers", workers)):
-        _check_type(name, value, "int")
         if value < 0:
             raise UserError(f"--{name} must be >= 0, not {value}")
     encoder = get_encoder(model_dir(models_dir, model_name))
@@ -148,17 +155,13 @@ def finetune(dataset: str | Path, *, on_sample: Callable[[str], None] | None = N
     from .trainer import TrainConfig, train
 
     fields = _fields(TrainConfig)
-    check_options(options, {k: v for k, v in fields.items() if k != "dataset"}, "finetune")
+    options = check_options(options, {k: v for k, v in fields.items() if k != "dataset"}, "finetune")
     for name in _MINUS_ONE_IS_NONE:
         if options.get(name) == -1:
             options[name] = None
-    cfg = TrainConfig(dataset=os.fspath(dataset), **{k: _plain(v) for k, v in options.items()})
+    cfg = TrainConfig(dataset=plain("dataset", dataset, "str"), **options)
     summary = train(cfg, on_sample=on_sample)
     return FinetuneResult(**{f.name: summary[f.name] for f in dataclasses.fields(FinetuneResult)})
-
-
-def _plain(value):
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 # --- sampling ---------------------------------------------------------------------------------
@@ -177,8 +180,7 @@ def load(*, model_name: str | None = None, models_dir: str | Path | None = None,
 
     given = {"model_name": model_name, "models_dir": models_dir, "run_name": run_name,
              "checkpoint": checkpoint}  # fmt: skip
-    given = {k: _plain(v) for k, v in given.items() if v is not None}
-    check_options(given, _fields(ModelFlags), "load")
+    given = check_options({k: v for k, v in given.items() if v is not None}, _fields(ModelFlags), "load")
     flags = ModelFlags(**given)
     precision = SamplingFlags().precision if precision is None else precision
     check_flags(nsamples=1, batch_size=1, length=None, temperature=1.0, top_k=0, top_p=1.0,

@@ -78,8 +78,8 @@ class Model:
             self.generator, self.encoder, ids, 1, settings, 0) if piece)  # fmt: skip
 
     def _settings(self, nsamples, batch_size, options: dict) -> Settings:
-        check_options(options, _OPTIONS, "generate", hint=" (precision is an option of load)"
-                      if "precision" in options else "")  # fmt: skip
+        hint = " (precision is an option of load)" if "precision" in options else ""
+        options = check_options(options, _OPTIONS, "generate", hint)
         o = {name: options.get(name, getattr(_DEFAULTS, name)) for name in _OPTIONS}
         sample.check_flags(nsamples=nsamples, batch_size=batch_size, length=o["length"],
                            temperature=o["temperature"], top_k=o["top_k"], top_p=o["top_p"],
