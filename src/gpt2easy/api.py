@@ -26,8 +26,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .download import download_model  # the API's download_model: download_model.py's function
 from .errors import UserError
 from .folders import DEFAULT_MODELS_DIR
+
+__all__ = ["FinetuneResult", "download_model", "encode", "finetune", "load"]
 
 # train.py's "-1 = none" flags: the API takes -1 as the command line does (None works too).
 _MINUS_ONE_IS_NONE = ("steps", "sample_length", "lr_decay_steps")
@@ -80,21 +83,6 @@ def _tensorflow() -> None:
 
 
 # --- download and encode ----------------------------------------------------------------------
-
-
-def download_model(model_name: str, models_dir: str | Path = DEFAULT_MODELS_DIR, *,
-                   base_url: str | None = None, timeout: float = 30.0, retries: int = 3,
-                   progress: bool = True):  # fmt: skip
-    """Fetch the seven files of an OpenAI GPT-2 release into `models_dir/NAME`, as download_model.py.
-
-    `model_name`: 124M, 355M, 774M or 1558M (117M, 345M: old names). Complete files are skipped,
-    partial ones resumed. Returns a `DownloadResult` (folder, downloaded, skipped, bytes_written);
-    raises UserError when the download cannot go ahead (offline, unknown model, HTTP 404).
-    """
-    from .download import download_model as fetch
-
-    return fetch(model_name, models_dir=models_dir, base_url=base_url, timeout=timeout,
-                 retries=retries, progress=progress)  # fmt: skip
 
 
 def encode(in_text: str | Path, out_npz: str | Path, *, model_name: str = "124M",
