@@ -48,30 +48,12 @@ def encode(
         verbose: more logging.
     """
     del verbose  # read by cli.run to set the log level
-    from tqdm.auto import tqdm
+    from gpt2easy.api import encode as encode_text
 
-    from gpt2easy.corpus import list_files
-    from gpt2easy.dataset import encode_to_npz
-    from gpt2easy.encoder import get_encoder
-    from gpt2easy.errors import UserError
-    from gpt2easy.folders import model_dir
-
-    if int(combine) < 0:
-        raise UserError(f"--combine must be >= 0, not {combine}")
     start = time.perf_counter()
-    encoder = get_encoder(model_dir(models_dir, model_name))
-    total = sum(os.path.getsize(f) for f in list_files(in_text))
-    with tqdm(total=total, unit="B", unit_scale=True, desc="encoding", file=sys.stderr) as bar:
-        stats = encode_to_npz(
-            in_text,
-            out_npz,
-            encoder,
-            combine=int(combine),
-            encoding=encoding,
-            legacy_endoftext=bool(legacy_endoftext),
-            workers=int(workers) or None,
-            on_bytes=bar.update,
-        )
+    stats = encode_text(in_text, out_npz, model_name=model_name, models_dir=models_dir,
+                        combine=combine, encoding=encoding, workers=workers,
+                        legacy_endoftext=legacy_endoftext)  # fmt: skip
     seconds = time.perf_counter() - start
     print(
         f"encoded {stats.files} files, {stats.documents} documents, {stats.characters} characters"

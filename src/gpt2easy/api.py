@@ -26,11 +26,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .download import download_model  # the API's download_model: download_model.py's function
 from .errors import UserError
 from .folders import DEFAULT_MODELS_DIR
-
-__all__ = ["FinetuneResult", "download_model", "encode", "finetune", "load"]
 
 # train.py's "-1 = none" flags: the API takes -1 as the command line does (None works too).
 _MINUS_ONE_IS_NONE = ("steps", "sample_length", "lr_decay_steps")
@@ -180,7 +177,13 @@ def load(*, model_name: str | None = None, models_dir: str | Path | None = None,
 
 
 def __getattr__(name: str):
-    if name == "Model":  # the class lives with TensorFlow; `gpt2easy.api.Model` for type hints
+    """`download_model` (download_model.py's own function) and `Model` (the class `load`
+    returns), imported on first use: the first needs urllib, the second TensorFlow."""
+    if name == "download_model":
+        from .download import download_model
+
+        return download_model
+    if name == "Model":
         from .loaded_model import Model
 
         return Model
