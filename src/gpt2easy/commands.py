@@ -64,8 +64,10 @@ class EncodeConfig(CorpusFlags):
                                         "classic tools did, instead of the single end-of-text token")
 
 
-def encode(cfg: EncodeConfig) -> None:
-    """Encode a text file, a .csv/.jsonl table, a folder (recursive, sorted) or a glob into OUT_NPZ.
+def encode_corpus(cfg: EncodeConfig, progress: bool = True):
+    """Encode a text file, a .csv/.jsonl table, a folder (recursive, sorted) or a glob into OUT_NPZ;
+    returns the counts (files, documents, characters, tokens, chunks, bytes). Nothing is written at
+    OUT_NPZ unless it all worked.
 
     Every text file, every row of a .csv or .jsonl file, and every `<|endoftext|>`-separated part of
     them is a document; documents are joined with the end-of-text token 50256. Chunks of at least
@@ -73,21 +75,27 @@ def encode(cfg: EncodeConfig) -> None:
     the classic tool. Line endings \\r\\n and \\r become \\n, as the classic tool's text-mode read
     made them (--keep_line_endings keeps them).
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from .corpus import list_files
     from .dataset import encode_to_npz
     from .encoder import get_encoder
     from .folders import model_dir
 
-    start = time.perf_counter()
     encoder = get_encoder(model_dir(cfg.models_dir, cfg.model_name))
     total = sum(os.path.getsize(f) for f in list_files(cfg.in_text))
-    with tqdm(total=total, unit="B", unit_scale=True, desc="encoding", file=sys.stderr) as bar:
-        stats = encode_to_npz(cfg.in_text, cfg.out_npz, encoder, combine=cfg.combine,
-                              encoding=cfg.encoding, legacy_endoftext=cfg.legacy_endoftext,
-                              workers=cfg.workers or None, on_bytes=bar.update,
-                              **cfg.reading_kwargs())
+    with tqdm(total=total, unit="B", unit_scale=True, desc="encoding", file=sys.stderr,
+              disable=not progress) as bar:  # fmt: skip
+        return encode_to_npz(cfg.in_text, cfg.out_npz, encoder, combine=cfg.combine,
+                             encoding=cfg.encoding, legacy_endoftext=cfg.legacy_endoftext,
+                             workers=cfg.workers or None, on_bytes=bar.update,
+                             **cfg.reading_kwargs())  # fmt: skip
+
+
+def encode(cfg: EncodeConfig) -> None:
+    """Encode a text file, a .csv/.jsonl table, a folder (recursive, sorted) or a glob into OUT_NPZ."""
+    start = time.perf_counter()
+    stats = encode_corpus(cfg)
     seconds = time.perf_counter() - start
     print(f"encoded {stats.files} files, {stats.documents} documents, {stats.characters} characters"
           f" -> {stats.tokens} tokens in {stats.chunks} chunks, {stats.bytes / 1e6 / seconds:.1f}"

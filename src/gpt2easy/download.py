@@ -220,7 +220,7 @@ class _FileFetch:
 
     def _stream(self, response, start: int, size: int | None) -> None:
         """Copy the response body into `.part` from byte `start` on, with a progress bar."""
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         try:
             f = open(self.part, "r+b" if start else "wb")

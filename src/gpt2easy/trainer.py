@@ -18,6 +18,7 @@ import logging
 import secrets
 import shutil
 import signal
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -73,12 +74,17 @@ class StopFlag:
         self.requested = True
 
     def __enter__(self) -> StopFlag:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
+        # Only the main thread may set handlers (Python's rule); a training started from another
+        # thread (e.g. by an application) runs without them: Ctrl+C then goes to the main thread.
+        # A handler set outside Python (getsignal None) could not be put back: it is left alone.
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(s) is not None:
+                    self._old[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
+        for s, old in self._old.items():  # the caller's handlers again (a notebook's Ctrl+C)
             signal.signal(s, old)
 
 

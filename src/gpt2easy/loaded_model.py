@@ -1,0 +1,125 @@
+"""`Model`: a model loaded for generation, what `gpt2easy.load` returns.
+
+It samples exactly as `interactive_conditional_samples.py` does (the same `sample` functions): the
+same prompt, options and seed give the same text. Prompts go through one at a time
+(`generate_each`); several prompts of different lengths in one batch would be faster and is meant
+to replace it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+from . import sample
+from .api import check_options
+from .checkpoint import load_model, open_model
+from .encoder import get_encoder
+from .errors import UserError
+from .folders import ModelFlags
+from .generate import Generator
+from .sample import ENDOFTEXT, SamplingFlags, Settings
+
+# generate()'s sampling options: the scripts' (SamplingFlags) but precision, which load() takes.
+_OPTIONS = {f.name: f for f in dataclasses.fields(SamplingFlags) if f.name != "precision"}
+_DEFAULTS = SamplingFlags()
+
+
+class Model:
+    """A GPT-2 ready to generate: `generate` for whole texts, `stream` for text as it comes.
+
+    Sampling options (all keywords, defaults as the scripts'): seed, length (new tokens, default
+    n_ctx // 2), temperature, top_k, top_p, repetition_penalty, stop (a string or a list of
+    strings), stop_at_endoftext. Without a seed each call draws a random one.
+    """
+
+    def __init__(self, generator: Generator, encoder, hparams, checkpoint: str, precision: str):
+        self.generator = generator
+        self.encoder = encoder
+        self.hparams = hparams
+        self.checkpoint = checkpoint  # the checkpoint prefix the weights came from
+        self.precision = precision
+
+    @classmethod
+    def open(cls, flags: ModelFlags, precision: str, checkpoint_dir: str = "checkpoint") -> Model:
+        hp, folder, prefix = open_model(flags.models_dir, flags.model_name, flags.run_name,
+                                        flags.checkpoint, checkpoint_dir)  # fmt: skip
+        encoder = get_encoder(folder)
+        return cls(Generator(load_model(prefix, hp), precision), encoder, hp, prefix, precision)
+
+    def __repr__(self) -> str:
+        hp = self.hparams
+        return (f"<gpt2easy Model {self.checkpoint}: {hp.n_layer} layers x {hp.n_embd}, "
+                f"n_ctx {hp.n_ctx}, {self.precision}>")  # fmt: skip
+
+    def generate(self, prompts: str | list[str], *, nsamples: int = 1, batch_size: int = 1,
+                 **options) -> list[str]:  # fmt: skip
+        """Continue each prompt; returns the texts (the continuations, without the prompt).
+
+        One text per prompt, or with `nsamples` > 1 that many per prompt, prompt by prompt:
+        `[p0 s1, p0 s2, ..., p1 s1, ...]`. `batch_size` samples are generated together (nsamples
+        must be a multiple of it). A lone string is one prompt (the result is still a list). The
+        empty prompt "" starts from <|endoftext|>: the same text as generate_unconditional_samples.py
+        with the same options.
+        """
+        prompts = as_list(prompts)
+        settings = self._settings(nsamples, batch_size, options)
+        ids = [self._prompt_ids(p, settings) for p in prompts]
+        texts = generate_each(self, ids, int(nsamples), int(batch_size), settings)
+        return [t for per_prompt in texts for t in per_prompt]
+
+    def stream(self, prompt: str, **options) -> Iterator[str]:
+        """Yield the continuation of `prompt` piece by piece as it is generated (one sample; the
+        pieces joined equal `generate(prompt, ...)[0]` with the same options and seed)."""
+        (prompt,) = as_list(prompt)
+        settings = self._settings(1, 1, options)
+        ids = self._prompt_ids(prompt, settings)  # checked now, not at the first next()
+        return (piece for _, piece, _ in sample.sample_batch(
+            self.generator, self.encoder, ids, 1, settings, 0) if piece)  # fmt: skip
+
+    def _settings(self, nsamples, batch_size, options: dict) -> Settings:
+        hint = " (precision is an option of load)" if "precision" in options else ""
+        options = check_options(options, _OPTIONS, "generate", hint)
+        o = {name: options.get(name, getattr(_DEFAULTS, name)) for name in _OPTIONS}
+        sample.check_flags(nsamples=nsamples, batch_size=batch_size, length=o["length"],
+                           temperature=o["temperature"], top_k=o["top_k"], top_p=o["top_p"],
+                           repetition_penalty=o["repetition_penalty"], precision=self.precision,
+                           seed=o["seed"])  # fmt: skip
+        stops = sample.parse_stops(o["stop"])
+        n_ctx = self.hparams.n_ctx
+        return sample.settings_from_flags(
+            n_ctx, n_ctx // 2, length=o["length"], temperature=o["temperature"], top_k=o["top_k"],
+            top_p=o["top_p"], repetition_penalty=o["repetition_penalty"], stops=stops,
+            stop_at_endoftext=o["stop_at_endoftext"], seed=o["seed"])  # fmt: skip
+
+    def _prompt_ids(self, prompt: str, settings: Settings) -> list[int]:
+        ids = self.encoder.encode(prompt) if prompt else [ENDOFTEXT]
+        return sample.fit_prompt(ids, settings.length, self.hparams.n_ctx)
+
+
+def generate_each(model: Model, prompts: list[list[int]], nsamples: int, batch_size: int,
+                  settings: Settings) -> list[list[str]]:  # fmt: skip
+    """`nsamples` texts for each prompt, one prompt at a time, batch b of a prompt drawing from
+    stream b (as interactive_conditional_samples.py does)."""
+    out = []
+    for ids in prompts:
+        texts: list[str] = []
+        for b in range(nsamples // batch_size):
+            rows = [""] * batch_size
+            for row, piece, _ in sample.sample_batch(model.generator, model.encoder, ids, batch_size,
+                                                     settings, b):  # fmt: skip
+                rows[row] += piece
+            texts += rows
+        out.append(texts)
+    return out
+
+
+def as_list(prompts: str | Iterable[str]) -> list[str]:
+    """One prompt or several, as a list (a lone string is one prompt, not its characters)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise UserError(f"prompts must be strings, got {bad[0]!r}")
+    return prompts
