@@ -66,6 +66,8 @@ def train(
     precision: str = "fp32",
     xla: bool = False,
     strategy: str = "auto",
+    keep_best: bool = False,
+    early_stopping: int = 0,
     verbose: bool = False,
 ) -> None:
     """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME.
@@ -89,7 +91,8 @@ def train(
         top_k: top-k of the training samples (0 = off).
         top_p: top-p of the training samples; above 0 it replaces top_k (the classic rule).
         restore_from: latest (the run's newest checkpoint, else the base model), fresh (the base
-            model), or a folder or model-N checkpoint prefix.
+            model), best (the run's checkpoint with the lowest validation loss, see --keep_best),
+            or a folder or model-N checkpoint prefix.
         run_name: the run's folder under checkpoint_dir and sample_dir.
         sample_every: write samples every this many updates.
         sample_length: tokens per training sample; -1 = n_ctx - 1 (1023 for GPT-2).
@@ -118,6 +121,11 @@ def train(
         strategy: auto (one device, or every GPU of this machine when it has several), default
             (one device), mirrored (every GPU of this machine), or multi_worker (the machines
             listed in the TF_CONFIG variable; run train.py on each, only the chief writes).
+        keep_best: keep the checkpoint with the lowest validation loss whatever
+            --max_checkpoints removes, named in RUN/best.json (--restore_from best; sampling and
+            evaluate.py: --run_name RUN --checkpoint best); needs --val_every.
+        early_stopping: stop, save and exit 0 after this many validations in a row without a
+            lower validation loss (0 = off); needs --val_every.
         verbose: more logging.
     """
     del verbose  # read by cli.run
@@ -143,14 +151,18 @@ def train(
         checkpoint_dir=checkpoint_dir, sample_dir=sample_dir, warmup_steps=int(warmup_steps),
         lr_decay=lr_decay, lr_decay_steps=optional(lr_decay_steps), min_lr=float(min_lr),
         grad_clip=float(grad_clip), weight_decay=float(weight_decay), precision=precision,
-        xla=bool(xla), strategy=strategy)
+        xla=bool(xla), strategy=strategy, keep_best=bool(keep_best),
+        early_stopping=int(early_stopping))
 
     def show(text: str) -> None:
         print(text, flush=True)
 
     s = run_training(cfg, on_sample=show)
-    print(f"trained {s['steps']} steps (now at step {s['step']}), final loss {s['loss']:.4f}: "
-          f"checkpoint {s['checkpoint']}, samples in {s['samples']}/, seed {s['seed']}",
+    best = (f"; best validation loss {s['best_val_loss']:.4f} at step {s['best_step']}"
+            if s["best_step"] is not None else "")
+    early = " (stopped early: no improvement)" if s["stopped_early"] else ""
+    print(f"trained {s['steps']} steps (now at step {s['step']}){early}, final loss {s['loss']:.4f}: "
+          f"checkpoint {s['checkpoint']}, samples in {s['samples']}/, seed {s['seed']}{best}",
           file=sys.stderr)
 
 

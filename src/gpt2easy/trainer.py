@@ -27,8 +27,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+from tqdm.auto import tqdm
 
 from . import distribute, runfolder
+from .best import Best
+from .checkpoint import write_best
 from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
@@ -36,6 +39,7 @@ from .folders import model_dir
 from .hparams import HParams
 from .model import GPT2
 from .optim import Optimizer, Schedule
+from .options import opt
 from .train import EvalLoss, StepConfig, TrainStep
 from .training_samples import SampleWriter
 
@@ -95,6 +99,13 @@ class TrainConfig:
     precision: str = "fp32"
     xla: bool = False
     strategy: str = "auto"
+    keep_best: bool = opt(False, "keep the checkpoint with the lowest validation loss whatever "
+                                 "--max_checkpoints removes, named in RUN/best.json (use it with "
+                                 "--restore_from best, or --run_name RUN --checkpoint best); needs "
+                                 "--val_every")
+    early_stopping: int = opt(0, "stop, save and exit 0 after this many validations in a row "
+                                 "without a lower validation loss (0 = off); needs --val_every",
+                              minimum=0)
 
     def check(self) -> None:
         """One-line UserErrors for flags that cannot work, before anything slow happens."""
@@ -103,9 +114,13 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("val_every", "max_checkpoints", "top_k", "warmup_steps"):
+        for name in ("val_every", "max_checkpoints", "top_k", "warmup_steps", "early_stopping"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("keep_best", "early_stopping"):
+            if getattr(self, name) and not self.val_every:
+                raise UserError(f"--{name} needs validation: add --val_every N (validate every N "
+                                f"updates)")
         if self.steps is not None and self.steps < 0:
             raise UserError(f"--steps must be >= 0 (or -1 for until Ctrl+C), got {self.steps}")
         if not 0.0 <= self.top_p <= 1.0:
@@ -194,7 +209,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                         f"positions, use at most {hp.n_ctx}")
     base = _base_folder(cfg)
     start = runfolder.find_start(cfg.restore_from, run_dir, base, hp)
-    chunks = load_dataset(cfg.dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    chunks = _load_dataset(cfg.dataset, cfg, src, hp)
     tokens = sum(len(c) for c in chunks)
     window = _window(max(len(c) for c in chunks), hp.n_ctx)
     logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
@@ -237,6 +252,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
     writer = tf.summary.create_file_writer(str(run_dir)) if chief else tf.summary.create_noop_writer()
 
     counter = first = start.step
+    best = Best.from_state(start.extra)  # best validation so far (--keep_best, --early_stopping)
     avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
     logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
                 cfg.run_name, start.describe(), seed, cfg.batch_size * replicas * cfg.accumulate_gradients,
@@ -248,7 +264,8 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
         prefix = runfolder.save(
             run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
-            max_to_keep=cfg.max_checkpoints)
+            max_to_keep=cfg.max_checkpoints, extra=best.state(),
+            protect=(f"model-{best.step}",) if cfg.keep_best and best.step >= 0 else ())
         logger.info("saved %s", runfolder.relpath(prefix))
         return prefix
 
@@ -275,6 +292,20 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                     break
                 scalar("val_loss", val, counter)
                 logger.info("[%d | %.2f] validation loss = %.4f", counter, time.time() - t0, val)
+                if best.counts(counter, cfg.val_every) and best.update(val, counter) and cfg.keep_best:
+                    here = run_dir / f"model-{counter}"
+                    if not (last_saved and last_saved[1] == counter) and not (
+                            counter == first and start.prefix
+                            and Path(start.prefix).resolve() == here.resolve()):
+                        last_saved = (save(), counter)
+                    if chief:
+                        write_best(run_dir, here.name, counter, val)
+                        logger.info("best so far: %s (validation loss %.4f)",
+                                    runfolder.relpath(here), val)
+            if best.exhausted(cfg.early_stopping):
+                logger.info("early stopping: no lower validation loss in the last %d validations "
+                            "(best %.4f at step %d)", best.bad, best.loss, best.step)
+                break
             if solo and stop.requested:
                 break
             batch = np.stack([sampler.sample_batch(cfg.batch_size * replicas, window + 1)
@@ -309,7 +340,9 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
         raise UserError(f"{failure}; saved {runfolder.relpath(prefix)}" if chief else failure)
     return {"steps": counter - first, "step": counter, "loss": loss,
             "checkpoint": runfolder.relpath(prefix), "samples": runfolder.relpath(samples.folder),
-            "seed": seed}
+            "seed": seed, "best_step": best.step if best.step >= 0 else None,
+            "best_val_loss": best.loss if best.step >= 0 else None,
+            "stopped_early": best.exhausted(cfg.early_stopping)}
 
 
 def _base_folder(cfg: TrainConfig) -> Path | None:
@@ -320,6 +353,15 @@ def _base_folder(cfg: TrainConfig) -> Path | None:
         if cfg.restore_from == "fresh":
             raise
         return None
+
+
+def _load_dataset(path: str, cfg: TrainConfig, src: Path, hp: HParams):
+    """Token chunks of `path`; text is encoded on the fly, with a progress bar over its bytes."""
+    text_bytes = sum(f.stat().st_size for f in list_files(path) if f.suffix != ".npz")
+    with tqdm(total=text_bytes, unit="B", unit_scale=True, desc="encoding", disable=not text_bytes,
+              leave=False) as bar:
+        return load_dataset(path, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
+                            on_bytes=bar.update)
 
 
 def _window(longest_chunk: int, n_ctx: int) -> int:
@@ -338,8 +380,7 @@ def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, win
     """A function returning the mean loss over fixed validation windows (classic: seed 1)."""
     if not cfg.val_every:
         return None
-    val_chunks = chunks if cfg.val_dataset is None else load_dataset(
-        cfg.val_dataset, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab)
+    val_chunks = chunks if cfg.val_dataset is None else _load_dataset(cfg.val_dataset, cfg, src, hp)
     val_window = min(window, max(len(c) for c in val_chunks) - 1)
     if val_window < 1:
         raise UserError(f"{cfg.val_dataset}: no chunk of 2 tokens or more to validate on")
@@ -348,4 +389,9 @@ def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, win
                for _ in range(cfg.val_batch_count)]
     loss = EvalLoss(gpt, cfg.val_batch_size, val_window, cfg.precision, strategy)
     rows = np.concatenate(batches)  # the mean over all rows = the mean of the batch means
-    return lambda: loss(rows)
+
+    def validate() -> float:
+        with tqdm(total=len(rows), unit="row", desc="validation", leave=False) as bar:
+            return loss(rows, on_rows=bar.update)
+
+    return validate
