@@ -4,6 +4,7 @@ both decide exactly the same when the run is stopped and resumed anywhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -135,3 +136,34 @@ def test_best_needs_a_best_checkpoint(tiny):
     train(config(keep_best=False, steps=2))
     with pytest.raises(UserError, match="has no best checkpoint"):
         train(config(restore_from="best"))
+
+
+@pytest.mark.slow
+def test_mirrored_and_multi_worker_decide_like_one_process(tiny):
+    """Two replicas (mirrored, two logical CPUs) and two workers (multi_worker on 127.0.0.1) with
+    half the batch each: the same validations, best checkpoint and early stop as one process."""
+    from test_distribute import config as tf_config
+    from test_distribute import free_ports, wait_all
+    from test_distribute_trainer import launch
+
+    base = dataclasses.asdict(config(early_stopping=3))
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = [
+        launch(tiny, "single", {**base, "batch_size": 4, "run_name": "single"}),
+        launch(tiny, "mirrored", {**base, "batch_size": 2, "run_name": "mirrored",
+                                  "strategy": "mirrored"}, logical_cpus=2),
+        *[launch(tiny, f"worker{i}", {**base, "batch_size": 2, "run_name": "multi",
+                                      "strategy": "multi_worker"},
+                 tf_config_text=tf_config({"worker": hosts}, "worker", i)) for i in range(2)],
+    ]
+    wait_all(procs, tiny)
+    runs = {p.name: json.loads((tiny / f"{p.name}.json").read_text()) for p in procs}
+    assert runs["single"]["stopped_early"] and 0 < runs["single"]["best_step"], runs
+    for name in ("mirrored", "worker0", "worker1"):
+        for key in ("step", "best_step", "stopped_early"):
+            assert runs[name][key] == runs["single"][key], (name, key, runs)
+        assert runs[name]["best_val_loss"] == pytest.approx(runs["single"]["best_val_loss"], abs=1e-4)
+    for run in ("single", "mirrored", "multi"):
+        best = json.loads((tiny / "checkpoint" / run / "best.json").read_text())
+        assert best["checkpoint"] == f"model-{runs['single']['best_step']}"
+        assert (tiny / "checkpoint" / run / f"{best['checkpoint']}.index").is_file()
