@@ -6,7 +6,8 @@
 
 Random weights in the 124M shape (see bench/generate.py); the ids are Shakespeare encoded with the
 GPT-2 vocabulary (../shared/data) or, without it, random ids. Both tools score the same windows
-(stride = n_ctx, every token once): the loss difference and tokens/s of each are printed.
+(stride = n_ctx, every token once): the loss difference and, for each, tokens/s of wall time and
+tokens per CPU-second of the process (all its threads: steadier than wall time on a shared machine).
 """
 
 import argparse
@@ -43,7 +44,7 @@ def hf_loss(model, ids, n_ctx):
     """Sum of NLL over the same non-overlapping windows of n_ctx + 1 ids; (mean, seconds)."""
     import torch
 
-    total, count, start = 0.0, 0, time.perf_counter()
+    total, count, start, cpu = 0.0, 0, time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for begin in range(0, len(ids) - 1, n_ctx):
             window = torch.tensor(ids[begin:begin + n_ctx + 1], dtype=torch.long)[None]
@@ -51,7 +52,7 @@ def hf_loss(model, ids, n_ctx):
             nll = torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum")
             total += float(nll)
             count += window.shape[1] - 1
-    return total / count, time.perf_counter() - start
+    return total / count, time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -76,18 +77,22 @@ def main() -> None:
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         scorer = Scorer(gpt, args.precision)
         score(gpt, ids[: hp.n_ctx * batch + 1], batch_size=batch, scorer=scorer, progress=False)  # compile
+        cpu = time.process_time()
         r = score(gpt, ids, batch_size=batch, scorer=scorer, progress=False)
+        cpu = time.process_time() - cpu
         results[batch] = r.loss
         print(f"gpt2easy {args.precision} batch {batch}: {r.tokens} tokens in {r.seconds:.1f} s = "
-              f"{r.tokens / r.seconds:.0f} tokens/s, loss {r.loss:.6f}", flush=True)
+              f"{r.tokens / r.seconds:.0f} tokens/s wall, {r.tokens / cpu:.1f} tokens per CPU-second; "
+              f"loss {r.loss:.6f}", flush=True)
     if not args.no_hf:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
         model = hf_model(weights, hp, torch.float32)
-        loss, seconds = hf_loss(model, ids, hp.n_ctx)
+        loss, seconds, cpu = hf_loss(model, ids, hp.n_ctx)
         print(f"transformers fp32 batch 1: {len(ids) - 1} tokens in {seconds:.1f} s = "
-              f"{(len(ids) - 1) / seconds:.0f} tokens/s, loss {loss:.6f}; "
+              f"{(len(ids) - 1) / seconds:.0f} tokens/s wall, {(len(ids) - 1) / cpu:.1f} tokens per "
+              f"CPU-second; loss {loss:.6f}; "
               f"|difference| {max(abs(v - loss) for v in results.values()):.2e}")
 
 

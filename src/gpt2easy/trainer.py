@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import distribute, runfolder
 from .best import Best
-from .checkpoint import write_best
+from .checkpoint import read_best, write_best
 from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
@@ -253,19 +253,26 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
 
     counter = first = start.step
     best = Best.from_state(start.extra)  # best validation so far (--keep_best, --early_stopping)
+    if chief and cfg.keep_best and best.step >= 0:  # best.json agrees with the state resumed from
+        name = f"model-{best.step}"
+        if (run_dir / f"{name}.index").is_file() and (read_best(run_dir) or {}).get("checkpoint") != name:
+            write_best(run_dir, name, best.step, best.loss)
     avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
     logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
                 cfg.run_name, start.describe(), seed, cfg.batch_size * replicas * cfg.accumulate_gradients,
                 window, cfg.optimizer, cfg.precision)
 
-    def save() -> str:
+    def save(also_keep: int = -1) -> str:
+        """Save model-<counter>; with --keep_best the best (and `also_keep`) stay whatever
+        --max_checkpoints says."""
         if not chief:  # the chief writes this one
             return str(run_dir / f"model-{counter}")
+        keep = {best.step, also_keep} - {-1} if cfg.keep_best else set()
         prefix = runfolder.save(
             run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
             max_to_keep=cfg.max_checkpoints, extra=best.state(),
-            protect=(f"model-{best.step}",) if cfg.keep_best and best.step >= 0 else ())
+            protect=tuple(f"model-{k}" for k in sorted(keep)))
         logger.info("saved %s", runfolder.relpath(prefix))
         return prefix
 
@@ -292,12 +299,14 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                     break
                 scalar("val_loss", val, counter)
                 logger.info("[%d | %.2f] validation loss = %.4f", counter, time.time() - t0, val)
+                previous = best.step
                 if best.counts(counter, cfg.val_every) and best.update(val, counter) and cfg.keep_best:
                     here = run_dir / f"model-{counter}"
                     if not (last_saved and last_saved[1] == counter) and not (
                             counter == first and start.prefix
                             and Path(start.prefix).resolve() == here.resolve()):
-                        last_saved = (save(), counter)
+                        # the previous best stays until best.json names the new one
+                        last_saved = (save(also_keep=previous), counter)
                     if chief:
                         write_best(run_dir, here.name, counter, val)
                         logger.info("best so far: %s (validation loss %.4f)",
