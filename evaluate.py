@@ -29,7 +29,7 @@ def evaluate(
     run_name: str | None = None,
     checkpoint: str | None = None,
     stride: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 4,
     precision: str = "fp32",
     json: bool = False,
     combine: int = 50000,

@@ -51,7 +51,7 @@ class EvaluateConfig(ModelFlags):
     data: str = opt(help="text file, folder (recursive), quoted glob or .npz to score", positional=True)
     stride: int = opt(0, "window step in tokens: each prediction after the first window sees at least "
                          "n_ctx + 1 - stride tokens; 0 = n_ctx (no overlap, fastest)", minimum=0)
-    batch_size: int = opt(8, "windows per forward pass", minimum=1)
+    batch_size: int = opt(4, "windows per forward pass (124M: about 0.2 GB of logits per window)", minimum=1)
     precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16 matmuls", choices=PRECISIONS)
     json: bool = opt(False, "print the result as one JSON line on stdout")
     combine: int = opt(50000, "text files are joined into chunks of at least this many characters "
@@ -177,7 +177,7 @@ class Scorer:
         return self._fn(*rows.shape[:1], rows.shape[1] - 1)(rows).numpy()
 
 
-def score(gpt, ids: np.ndarray, *, stride: int = 0, batch_size: int = 8, precision: str = "fp32",
+def score(gpt, ids: np.ndarray, *, stride: int = 0, batch_size: int = 4, precision: str = "fp32",
           scorer: Scorer | None = None, encoder=None, progress: bool = True) -> Score:
     """Score a stream of ids (see `join_chunks`; its first id is context only) with the model `gpt`
     (a `model.GPT2`). `stride` 0 means n_ctx. Bytes are counted when `encoder` is given."""
@@ -191,8 +191,9 @@ def score(gpt, ids: np.ndarray, *, stride: int = 0, batch_size: int = 8, precisi
                         f"got {stride}")
     if len(ids) < 2:
         raise UserError("nothing to score: the data has no tokens")
-    if len(ids) and (ids.min() < 0 or ids.max() >= gpt.hparams.n_vocab):
-        raise UserError(f"token id {int(ids.max())} is outside the model's vocabulary "
+    if ids.min() < 0 or ids.max() >= gpt.hparams.n_vocab:
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise UserError(f"token id {bad} is outside the model's vocabulary "
                         f"(0..{gpt.hparams.n_vocab - 1}): the data was encoded for another model")
     scorer = scorer or Scorer(gpt, precision)
     plan = list(windows(len(ids), n_ctx, stride))
