@@ -167,3 +167,15 @@ def test_mirrored_and_multi_worker_decide_like_one_process(tiny):
         best = json.loads((tiny / "checkpoint" / run / "best.json").read_text())
         assert best["checkpoint"] == f"model-{runs['single']['best_step']}"
         assert (tiny / "checkpoint" / run / f"{best['checkpoint']}.index").is_file()
+
+
+def test_encoding_and_validation_show_progress_bars(tmp_path, make_model, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    hp = HParams(n_vocab=50257, n_ctx=16, n_embd=16, n_head=2, n_layer=1)
+    make_model(tmp_path / "models" / "big", hp)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("To be, or not to be, that is the question.\n" * 20)
+    train(TrainConfig(dataset="texts", models_dir="models", model_name="big", steps=1, val_every=1,
+                      val_batch_count=2, sample_every=10**6, seed=1))
+    err = capsys.readouterr().err
+    assert re.search(r"encoding: +\d+%\|", err) and re.search(r"validation: +\d+%\|", err), err
