@@ -248,7 +248,10 @@ def open_model(models_dir: str = DEFAULT_MODELS_DIR, model_name: str = "124M",
         if run_name is None:
             raise UserError("--checkpoint best needs --run_name RUN (the run whose best checkpoint "
                             "to use)")
-        checkpoint = best_checkpoint(Path(checkpoint_dir).expanduser() / str(run_name))
+        run_dir = Path(checkpoint_dir).expanduser() / str(run_name)
+        if not run_dir.is_dir():
+            raise UserError(f"run {run_name!r} not found: {run_dir} does not exist")
+        checkpoint = best_checkpoint(run_dir)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         own = path if path.is_dir() else path.parent
