@@ -203,7 +203,8 @@ def test_script_errors_are_one_line(tmp_path, root, make_model):
     cases = [(("val.npz", "--stride=17"), "--stride must be at most the model's context 16"),
              (("missing.npz",), "does not exist"),
              (("val.npz", "--checkpoint=best"), "--checkpoint best needs --run_name"),
-             (("val.npz", "--run_name=nope"), "run 'nope' not found")]
+             (("val.npz", "--run_name=nope"), "run 'nope' not found"),
+             (("val.npz", "--run_name=nope", "--checkpoint=best"), "run 'nope' not found")]
     for args, message in cases:
         out = run_script(root, tmp_path, *args, "--models_dir=models", "--model_name=tiny")
         assert out.returncode == 2 and message in out.stderr, out.stderr

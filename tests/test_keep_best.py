@@ -87,6 +87,11 @@ def test_keep_best_keeps_the_minimum_and_early_stopping_stops(tiny, caplog):
     # `best` as a checkpoint reference: the sampling/evaluate side and --restore_from.
     hp, _, prefix = ck.open_model("models", "tiny", "run1", "best")
     assert Path(prefix).resolve() == run / f"model-{best_step}"
+    from gpt2easy.evaluate import EvaluateConfig, run_evaluate
+
+    scored = run_evaluate(EvaluateConfig(data="val.npz", models_dir="models", model_name="tiny",
+                                         run_name="run1", checkpoint="best"), progress=False)
+    assert scored.checkpoint.endswith(f"model-{best_step}") and scored.tokens == 400
     again = train(config(restore_from="best", steps=1, early_stopping=0, run_name="run1"))
     assert again["step"] == best_step + 1
 

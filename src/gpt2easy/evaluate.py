@@ -4,8 +4,9 @@ What is scored (the rules `evaluate.py`, `gpt2easy evaluate` and the Python API 
 - The corpus is one stream of token ids, as training sees it: the chunks of an `.npz` (or of text
   encoded on the fly exactly like encode.py: files and `<|endoftext|>`-separated documents joined
   with the end-of-text token 50256) follow each other with one 50256 between two chunks, and the
-  stream starts with a 50256. So documents are not scored separately: a document's first token is
-  predicted after the 50256 before it (and, when the window reaches back that far, the end of the
+  stream starts with a 50256 (for a vocabulary smaller than GPT-2's, its last id stands for 50256).
+  So documents are not scored separately: a document's first token is predicted after the 50256
+  before it (and, when the window reaches back that far, the end of the
   document before), the way unconditional sampling starts and the way training windows cross
   document boundaries. Every id after the leading 50256 is predicted exactly once, separators
   included: `tokens` counts them all.
@@ -96,6 +97,11 @@ class Score:
 
 
 # --- the stream and its windows (NumPy only) -----------------------------------------------------
+
+
+def end_of_text(n_vocab: int) -> int:
+    """GPT-2's end-of-text id 50256; for a smaller (test) vocabulary its last id."""
+    return ENDOFTEXT if n_vocab > ENDOFTEXT else n_vocab - 1
 
 
 def join_chunks(chunks: Sequence[np.ndarray], eot: int = ENDOFTEXT) -> np.ndarray:
@@ -215,7 +221,8 @@ def score(gpt, ids: np.ndarray, *, stride: int = 0, batch_size: int = 4, precisi
             count += done
             bar.update(done)
     assert count == len(ids) - 1, (count, len(ids))
-    nbytes = token_bytes(ids[1:], encoder) if encoder is not None else 0
+    eot = end_of_text(gpt.hparams.n_vocab)
+    nbytes = token_bytes(ids[1:], encoder, eot) if encoder is not None else 0
     return Score(loss=total / count, tokens=count, bytes=nbytes, windows=len(plan), stride=stride,
                  seconds=time.perf_counter() - started)
 
@@ -236,7 +243,7 @@ def load_stream(data: str, folder, n_vocab: int, combine: int = 50000, encoding:
     with tqdm(total=text_bytes, unit="B", unit_scale=True, desc="encoding", disable=not text_bytes,
               leave=False) as bar:
         chunks = load_dataset(data, folder, combine, encoding, n_vocab=n_vocab, on_bytes=bar.update)
-    return join_chunks(chunks)
+    return join_chunks(chunks, end_of_text(n_vocab))
 
 
 def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
