@@ -10,7 +10,7 @@ output doubles as a walk-through of the workflow:
    with the GPT-2 vocabulary, trained from scratch;
 3. `encode.py` for the training and validation texts;
 4. `train.py` with validation on the held-out plays and samples along the way, then
-   `demo/heldout_loss.py`: the loss over every token of the held-out plays;
+   `evaluate.py`: the loss over every token of the held-out plays;
 5. `interactive_conditional_samples.py` answering two prompts piped into it.
 
 Re-running is fast and safe: downloads are cached, encoded files are reused while newer than their
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                  f"--run_name={path.run_name}", *flag_args(flags))
     demo.say("The loss on every token of the two held-out plays (the log's validation loss samples "
              "windows):")
-    demo.run("demo/heldout_loss.py", f"--dataset={DATA}/val.npz", f"--run_name={path.run_name}",
+    demo.run("evaluate.py", f"{DATA}/val.npz", f"--run_name={path.run_name}",
              f"--model_name={path.model_name}", f"--models_dir={MODELS_DIR}")
 
     demo.banner("5/5 Asking the trained model to continue two lines from the held-out plays")

@@ -80,7 +80,7 @@ def test_demo_echoes_each_command_and_takes_the_from_scratch_path(first_run):
     commands = echoed(first_run.stdout)
     scripts = [c.split(" | ")[-1].split()[1] for c in commands]
     assert scripts == ["demo/fetch_corpus.py", "download_model.py", "demo/fetch_vocab.py",
-                       "encode.py", "encode.py", "train.py", "demo/heldout_loss.py",
+                       "encode.py", "encode.py", "train.py", "evaluate.py",
                        "interactive_conditional_samples.py"]
     assert all(c.split(" | ")[-1].startswith("python ") for c in commands)
     assert "PATH: TRAINING FROM SCRATCH" in first_run.stdout
@@ -103,8 +103,9 @@ def test_demo_writes_what_it_says(demo_env, first_run):
 
 
 def test_demo_reports_the_held_out_loss(first_run):
-    line = next(x for x in first_run.stdout.splitlines() if x.startswith("held-out loss: "))
-    assert 0 < float(line.split()[2]) < 20 and "nats/token over" in line
+    line = next(x for x in first_run.stderr.splitlines() if "nats/token" in x)
+    assert line.startswith("data/shakespeare/val.npz: loss ") and "bits/byte over" in line
+    assert 0 < float(line.split()[2]) < 20
 
 
 def test_demo_answers_both_prompts(first_run):
@@ -172,11 +173,11 @@ def test_fine_tune_path_when_openai_storage_is_reachable(demo_env, first_run, mi
     out = result.stdout
     assert "PATH: FINE-TUNING OpenAI's pretrained GPT-2 124M" in out, out[:3000] + result.stderr[-2000:]
     scripts = [c.split(" | ")[-1].split()[1] for c in echoed(out)]
-    assert scripts == ["demo/fetch_corpus.py", "download_model.py", "train.py", "demo/heldout_loss.py",
+    assert scripts == ["demo/fetch_corpus.py", "download_model.py", "train.py", "evaluate.py",
                        "interactive_conditional_samples.py"]
     assert (clone / "src/models/124M/model.ckpt.index").is_file()
     assert trained(clone / "checkpoint/shakespeare-124M") == 2
-    assert "held-out loss: " in out and out.count("SAMPLE 1") >= 2
+    assert "nats/token" in result.stderr and out.count("SAMPLE 1") >= 2
     again = run_demo(clone, {**env, "DEMO_BASE_URL": mirror, "DEMO_STEPS": "2"})
     assert "already in src/models/124M" in again.stdout and "not training again" in again.stdout
 

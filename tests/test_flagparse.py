@@ -31,7 +31,8 @@ CLASSIC = {
              "restore_from run_name sample_every sample_length sample_num save_every val_dataset "
              "val_batch_size val_batch_count val_every steps seed max_checkpoints print_every "
              "checkpoint_dir sample_dir warmup_steps lr_decay lr_decay_steps min_lr grad_clip "
-             "weight_decay precision xla strategy verbose keep_line_endings column header",
+             "weight_decay precision xla strategy verbose keep_line_endings column header keep_best "
+             "early_stopping",
     "sample": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
               "top_k top_p repetition_penalty stop stop_at_endoftext precision verbose",
     "generate": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "

@@ -14,6 +14,7 @@ the state file holds paths relative to its folder, so a run folder can be moved 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATE_FILE = "checkpoint"
+BEST_FILE = "best.json"  # names a run's checkpoint with the lowest validation loss (--keep_best)
+BEST = "best"  # the checkpoint reference that means it: --restore_from best, --checkpoint best
 DATA_SUFFIX = ".data-00000-of-00001"
 # Entries a weight reader skips on purpose: our optimizer/loop state, TF1 optimizer slots and counters.
 _NOT_WEIGHTS = re.compile(
@@ -203,9 +206,10 @@ def _write_state(folder: Path, names: list[str]) -> None:
 
 
 def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: int | None = 5,
-                     name: str | None = None) -> str:
+                     name: str | None = None, protect: tuple[str, ...] = ()) -> str:
     """Save `tensors` as `folder/model-{step}` (or `folder/{name}`), atomically, and make it the
-    newest in the state file. Keeps the newest `max_to_keep` (None or 0: keep all)."""
+    newest in the state file. Keeps the newest `max_to_keep` (None or 0: keep all), plus the
+    checkpoints named in `protect` (the best one of --keep_best) whatever their age."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -217,8 +221,8 @@ def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: 
     _write_bundle(folder / name, tensors)
     kept = [Path(p).name for p in _state_paths(folder)[::-1] if Path(p).name != name and _complete(p)]
     kept.append(name)
-    dropped = kept[: -max_to_keep] if max_to_keep else []
-    kept = kept[len(dropped):]
+    dropped = [n for n in kept[: -max_to_keep] if n not in protect] if max_to_keep else []
+    kept = [n for n in kept if n not in dropped]
     _write_state(folder, kept)
     for old in dropped:  # only after the state file no longer names them
         for suffix in (".index", DATA_SUFFIX, ".meta"):
@@ -240,6 +244,14 @@ def open_model(models_dir: str = DEFAULT_MODELS_DIR, model_name: str = "124M",
     training makes a complete model folder), then `models_dir/model_name`. hparams.json and the
     vocabulary come from the checkpoint's own folder when it has them, else from the model folder.
     """
+    if checkpoint == BEST:
+        if run_name is None:
+            raise UserError("--checkpoint best needs --run_name RUN (the run whose best checkpoint "
+                            "to use)")
+        run_dir = Path(checkpoint_dir).expanduser() / str(run_name)
+        if not run_dir.is_dir():
+            raise UserError(f"run {run_name!r} not found: {run_dir} does not exist")
+        checkpoint = best_checkpoint(run_dir)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         own = path if path.is_dir() else path.parent
@@ -258,3 +270,36 @@ def open_model(models_dir: str = DEFAULT_MODELS_DIR, model_name: str = "124M",
     hp = HParams.from_json(own_or_model / "hparams.json")
     vocab_paths(own_or_model)
     return hp, own_or_model, find_checkpoint(path)
+
+
+def read_best(folder: str | Path) -> dict | None:
+    """The run folder's `best.json` ({"checkpoint": "model-N", "step": N, "val_loss": x}), or None."""
+    try:
+        best = json.loads((Path(folder) / BEST_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{Path(folder) / BEST_FILE} is unreadable ({e}); delete it") from None
+    if not isinstance(best, dict) or not isinstance(best.get("checkpoint"), str):
+        raise UserError(f"{Path(folder) / BEST_FILE} does not name a checkpoint; delete it")
+    return best
+
+
+def write_best(folder: str | Path, name: str, step: int, val_loss: float) -> None:
+    """Name checkpoint `name` the run's best (atomically)."""
+    text = json.dumps({"checkpoint": name, "step": int(step), "val_loss": float(val_loss)})
+    atomic_write_text(Path(folder) / BEST_FILE, text + "\n")
+
+
+def best_checkpoint(run_dir: str | Path) -> str:
+    """The prefix of the best checkpoint of a run folder (`best`), checked to be complete."""
+    run_dir = Path(run_dir)
+    best = read_best(run_dir)
+    if best is None:
+        raise UserError(f"{run_dir} has no best checkpoint ({BEST_FILE}): train it with --keep_best "
+                        f"and --val_every N")
+    prefix = run_dir / os.path.basename(best["checkpoint"])
+    if not _complete(prefix):
+        raise UserError(f"{run_dir}: the best checkpoint {prefix.name} named in {BEST_FILE} is "
+                        f"missing; use --checkpoint {run_dir}/model-N")
+    return str(prefix)

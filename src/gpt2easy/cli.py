@@ -56,6 +56,8 @@ register("sample", "gpt2easy.commands:SampleConfig", "gpt2easy.commands:sample",
          "continue prompts, interactively or from a pipe (interactive_conditional_samples.py)")
 register("generate", "gpt2easy.commands:GenerateConfig", "gpt2easy.commands:generate",
          "generate samples from nothing (generate_unconditional_samples.py)")
+register("evaluate", "gpt2easy.evaluate:EvaluateConfig", "gpt2easy.evaluate:main",
+         "loss, perplexity and bits per byte of a model on a corpus (evaluate.py)")
 register("serve", "gpt2easy.serve:ServeConfig", "gpt2easy.serve:main",
          "a web page and OpenAI's completions API for a model (serve.py)")
 

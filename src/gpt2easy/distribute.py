@@ -293,7 +293,7 @@ class EvalLoss:
     def _sum(self, rows, mask):
         return first_local(self.strategy, self.strategy.run(self._replica, args=(rows, mask)))
 
-    def __call__(self, rows: np.ndarray) -> float:
+    def __call__(self, rows: np.ndarray, on_rows=None) -> float:
         rows = np.asarray(rows, np.int32)
         n = len(rows)
         if n == 0:
@@ -305,6 +305,8 @@ class EvalLoss:
         for i in range(0, len(padded), self.rows):
             total += float(self.fn(tf.constant(padded[i:i + self.rows]),
                                    tf.constant(mask[i:i + self.rows])))
+            if on_rows is not None:
+                on_rows(min(self.rows, n - i))
         return total / n
 
 

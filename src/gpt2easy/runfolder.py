@@ -10,6 +10,7 @@ Where training starts (`--restore_from`):
 - `latest`: the newest readable checkpoint of the run folder (falling back past corrupt ones), else
   the base model's weights, else a random initialisation (said in the log).
 - `fresh`: the base model's weights (or a random initialisation), ignoring the run folder.
+- `best`: the run's checkpoint with the lowest validation loss (`best.json`, see `--keep_best`).
 - a folder or a `model-N` prefix: those weights, and its optimizer/loop state when it has them.
 The counter continues from the checkpoint started from: `train/step` (or N of its name), 0 for base
 model weights and random init. So `fresh` restarts the numbering at 0 (as gpt-2-simple does; the
@@ -29,6 +30,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .checkpoint import (
+    BEST,
+    best_checkpoint,
     candidates,
     list_tensors,
     load_weights,
@@ -85,6 +88,8 @@ def source_folder(run_dir: Path, restore_from: str, models_dir: str, model_name:
 
     if restore_from == "latest" and complete(run_dir) and candidates(run_dir):
         return run_dir
+    if restore_from == BEST:
+        return run_dir if complete(run_dir) else model_dir(models_dir, model_name)
     if restore_from not in ("latest", "fresh"):
         path = Path(restore_from).expanduser()
         own = path if path.is_dir() else path.parent
@@ -143,6 +148,8 @@ def find_start(restore_from: str, run_dir: Path, base_dir: Path | None, hp: HPar
         where = base_dir if base_dir is not None else run_dir
         logger.info("no checkpoint in %s: training from scratch (random init)", where)
         return Start(None)
+    if restore_from == BEST:
+        return _load(best_checkpoint(run_dir), hp)
     return _load(restore_from, hp)
 
 
@@ -155,16 +162,19 @@ def state_text(tensors: dict[str, np.ndarray], name: str) -> str | None:
 
 
 def save(run_dir: Path, step: int, weights: dict, slots: dict, *, seed: int, sampler_state: dict,
-         avg_loss: tuple[float, float], optimizer: str, max_to_keep: int | None) -> str:
-    """Write checkpoint `model-<step>` with everything a resume needs, then the counter file."""
+         avg_loss: tuple[float, float], optimizer: str, max_to_keep: int | None,
+         extra: dict | None = None, protect: tuple[str, ...] = ()) -> str:
+    """Write checkpoint `model-<step>` with everything a resume needs, then the counter file.
+    `extra`: more `train/` state (best.Best); `protect`: checkpoints max_to_keep never removes."""
     tensors = dict(weights)
     tensors.update(slots)
+    tensors.update(extra or {})
     tensors["train/step"] = np.int64(step)
     tensors["train/seed"] = np.int64(seed)
     tensors["train/sampler"] = np.array(json.dumps(sampler_state).encode("utf-8"), dtype=object)
     tensors["train/avg_loss"] = np.array(avg_loss, np.float64)
     tensors["train/optimizer"] = np.array(optimizer.encode("utf-8"), dtype=object)
-    prefix = write_checkpoint(run_dir, step, tensors, max_to_keep=max_to_keep or None)
+    prefix = write_checkpoint(run_dir, step, tensors, max_to_keep=max_to_keep or None, protect=protect)
     atomic_write_text(run_dir / "counter", f"{step}\n")
     return prefix
 

@@ -156,5 +156,6 @@ class EvalLoss:
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=rows[:, 1:], logits=logits)
         return tf.reduce_mean(losses, axis=1)
 
-    def __call__(self, rows: np.ndarray) -> float:
-        return self.fn(rows)
+    def __call__(self, rows: np.ndarray, on_rows=None) -> float:
+        """Mean loss of `rows`; `on_rows(n)` is called as batches of n rows are done (progress)."""
+        return self.fn(rows, on_rows)

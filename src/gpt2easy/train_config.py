@@ -88,6 +88,13 @@ class TrainConfig(CorpusFlags):
                                 "mirrored (every GPU of this machine), or multi_worker (the machines in "
                                 "TF_CONFIG; run train.py on each, only the chief writes)",
                         choices=STRATEGIES)
+    keep_best: bool = opt(False, "keep the checkpoint with the lowest validation loss whatever "
+                                 "--max_checkpoints removes, named in RUN/best.json (use it with "
+                                 "--restore_from best, or --run_name RUN --checkpoint best); needs "
+                                 "--val_every")
+    early_stopping: int = opt(0, "stop, save and exit 0 after this many validations in a row "
+                                 "without a lower validation loss (0 = off); needs --val_every",
+                              minimum=0)
 
     def check_flags(self) -> None:
         """The checks that need no TensorFlow and no model: every option's type, bounds and choices
@@ -95,6 +102,10 @@ class TrainConfig(CorpusFlags):
         check_config(self)
         if "/" in self.run_name or self.run_name in ("", ".", ".."):
             raise UserError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+        for name in ("keep_best", "early_stopping"):
+            if getattr(self, name) and not self.val_every:
+                raise UserError(f"--{name} needs validation: add --val_every N (validate every N "
+                                f"updates)")
         if self.weight_decay and self.optimizer != "adamw":
             raise UserError(f"--weight_decay needs --optimizer adamw (got --optimizer {self.optimizer})")
         from .corpus import list_files

@@ -27,8 +27,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+from tqdm.auto import tqdm
 
 from . import distribute, runfolder
+from .best import Best
+from .checkpoint import read_best, write_best
+from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
 from .folders import model_dir
@@ -167,18 +171,27 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
 
     counter = first = start.step
     mlog = MetricsLog(run_dir, first) if chief else None  # metrics.jsonl, continued from `first`
+    best = Best.from_state(start.extra)  # best validation so far (--keep_best, --early_stopping)
+    if chief and cfg.keep_best and best.step >= 0:  # best.json agrees with the state resumed from
+        name = f"model-{best.step}"
+        if (run_dir / f"{name}.index").is_file() and (read_best(run_dir) or {}).get("checkpoint") != name:
+            write_best(run_dir, name, best.step, best.loss)
     avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
     logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
                 cfg.run_name, start.describe(), seed, cfg.batch_size * replicas * cfg.accumulate_gradients,
                 window, cfg.optimizer, cfg.precision)
 
-    def save() -> str:
+    def save(also_keep: int = -1) -> str:
+        """Save model-<counter>; with --keep_best the best (and `also_keep`) stay whatever
+        --max_checkpoints says."""
         if not chief:  # the chief writes this one
             return str(run_dir / f"model-{counter}")
+        keep = {best.step, also_keep} - {-1} if cfg.keep_best else set()
         prefix = runfolder.save(
             run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
-            max_to_keep=cfg.max_checkpoints)
+            max_to_keep=cfg.max_checkpoints, extra=best.state(),
+            protect=tuple(f"model-{k}" for k in sorted(keep)))
         logger.info("saved %s", runfolder.relpath(prefix))
         mlog.sync()
         return prefix
@@ -208,6 +221,22 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
                 if mlog:
                     mlog.write(counter, val_loss=val)
                 logger.info("[%d | %.2f] validation loss = %.4f", counter, time.time() - t0, val)
+                previous = best.step
+                if best.counts(counter, cfg.val_every) and best.update(val, counter) and cfg.keep_best:
+                    here = run_dir / f"model-{counter}"
+                    if not (last_saved and last_saved[1] == counter) and not (
+                            counter == first and start.prefix
+                            and Path(start.prefix).resolve() == here.resolve()):
+                        # the previous best stays until best.json names the new one
+                        last_saved = (save(also_keep=previous), counter)
+                    if chief:
+                        write_best(run_dir, here.name, counter, val)
+                        logger.info("best so far: %s (validation loss %.4f)",
+                                    runfolder.relpath(here), val)
+            if best.exhausted(cfg.early_stopping):
+                logger.info("early stopping: no lower validation loss in the last %d validations "
+                            "(best %.4f at step %d)", best.bad, best.loss, best.step)
+                break
             if solo and stop.requested:
                 break
             batch = np.stack([sampler.sample_batch(cfg.batch_size * replicas, window + 1)
@@ -246,7 +275,9 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
         raise UserError(f"{failure}; saved {runfolder.relpath(prefix)}" if chief else failure)
     return {"steps": counter - first, "step": counter, "loss": loss,
             "checkpoint": runfolder.relpath(prefix), "samples": runfolder.relpath(samples.folder),
-            "seed": seed}
+            "seed": seed, "best_step": best.step if best.step >= 0 else None,
+            "best_val_loss": best.loss if best.step >= 0 else None,
+            "stopped_early": best.exhausted(cfg.early_stopping)}
 
 
 def _base_folder(cfg: TrainConfig) -> Path | None:
@@ -260,13 +291,17 @@ def _base_folder(cfg: TrainConfig) -> Path | None:
 
 
 def training_chunks(data: str, cfg: TrainConfig, src: Path, hp: HParams) -> list[np.ndarray]:
-    """The token chunks of `data` as training sees them: text encoded like encode.py, and every
-    chunk preceded by <|endoftext|> (50256), so that a document's start is always learned after
-    the token that separates documents (and that unconditional sampling starts from), also when it
-    opens a chunk; a vocabulary without id 50256 (a tiny test model) gets no start token."""
-    return load_dataset(data, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
-                        start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None,
-                        **cfg.reading_kwargs())
+    """The token chunks of `data` as training sees them: text encoded like encode.py (with a
+    progress bar over its bytes), and every chunk preceded by <|endoftext|> (50256), so that a
+    document's start is always learned after the token that separates documents (and that
+    unconditional sampling starts from), also when it opens a chunk; a vocabulary without id 50256
+    (a tiny test model) gets no start token."""
+    text_bytes = sum(f.stat().st_size for f in list_files(data) if f.suffix != ".npz")
+    with tqdm(total=text_bytes, unit="B", unit_scale=True, desc="encoding", disable=not text_bytes,
+              leave=False) as bar:
+        return load_dataset(data, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
+                            start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None,
+                            on_bytes=bar.update, **cfg.reading_kwargs())
 
 
 def _window(longest_chunk: int, n_ctx: int) -> int:
@@ -294,4 +329,9 @@ def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, win
                for _ in range(cfg.val_batch_count)]
     loss = EvalLoss(gpt, cfg.val_batch_size, val_window, cfg.precision, strategy)
     rows = np.concatenate(batches)  # the mean over all rows = the mean of the batch means
-    return lambda: loss(rows)
+
+    def validate() -> float:
+        with tqdm(total=len(rows), unit="row", desc="validation", leave=False) as bar:
+            return loss(rows, on_rows=bar.update)
+
+    return validate
