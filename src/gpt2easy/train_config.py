@@ -89,9 +89,9 @@ class TrainConfig(CorpusFlags):
                                 "TF_CONFIG; run train.py on each, only the chief writes)",
                         choices=STRATEGIES)
     keep_best: bool = opt(False, "keep the checkpoint with the lowest validation loss whatever "
-                                 "--max_checkpoints removes, named in RUN/best.json (use it with "
-                                 "--restore_from best, or --run_name RUN --checkpoint best); needs "
-                                 "--val_every")
+                                 "--max_checkpoints removes, named in RUN/best.json (train on from it "
+                                 "with --restore_from best; sample or evaluate it as checkpoint "
+                                 "'best'); needs --val_every")
     early_stopping: int = opt(0, "stop, save and exit 0 after this many validations in a row "
                                  "without a lower validation loss (0 = off); needs --val_every",
                               minimum=0)
