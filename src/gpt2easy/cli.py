@@ -89,7 +89,8 @@ def script(name: str, argv: list[str] | None = None) -> None:
 
 def run_command(name: str, argv: list[str], prog: str) -> None:
     c = COMMANDS[name]
-    execute(load(c.config), load(c.function), argv, prog, _about(load(c.function)))
+    # The function's module is imported only once the flags are good (it may import more).
+    execute(load(c.config), lambda cfg: load(c.function)(cfg), argv, prog, _about(load(c.config)))
 
 
 def run(fn: Callable, argv: list[str] | None = None) -> None:

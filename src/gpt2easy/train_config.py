@@ -22,7 +22,9 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run; the flags of train.py and `gpt2easy train`."""
+    """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME; Ctrl+C saves and stops.
+
+    Every setting of a training run: the flags of train.py and `gpt2easy train`."""
 
     dataset: str = opt(help="an .npz from encode.py, a text file, a folder (recursive) or a quoted glob; "
                             "text is encoded on the fly exactly like encode.py")
