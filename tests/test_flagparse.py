@@ -205,12 +205,13 @@ def test_trainer_still_exports_train_config():
     assert trainer.TrainConfig is TrainConfig
 
 
-def test_the_command_line_imports_no_tensorflow(root):
+def test_the_command_line_imports_no_tensorflow_nor_numpy(root):
     code = ("import sys; sys.argv = ['train.py', '--dataset', 'x', '--learning_rat', '1']\n"
             "from gpt2easy import cli\n"
             "try:\n    cli.script('train')\nexcept SystemExit as e:\n    assert e.code == 2, e.code\n"
             "for name in cli.COMMANDS:\n    cli.load(cli.COMMANDS[name].config)\n"
-            "assert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n")
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
+            "assert 'numpy' not in sys.modules, 'NumPy imported (0.1-0.3 s of start-up)'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=root / "src", capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr

@@ -35,8 +35,9 @@ def run(script, root, *args, stdin="", cwd=None):
 
 
 def interactive(root, models, *args, stdin="Hello\n"):
-    return run("interactive_conditional_samples.py", root, "--models_dir", models,
-               "--model_name", "tiny", *args, stdin=stdin)  # fmt: skip
+    name = () if "--model_name" in args else ("--model_name", "tiny")  # a flag given twice is an error
+    return run("interactive_conditional_samples.py", root, "--models_dir", models, *name, *args,
+               stdin=stdin)  # fmt: skip
 
 
 def test_interactive_piped_prompts(root, models):

@@ -33,6 +33,8 @@ def work(tmp_path, make_model, root):
 def command(root, *flags: str) -> list[str]:
     base = ["--dataset", "corpus.npz", "--models_dir", "models", "--model_name", "tiny",
             "--learning_rate", "0.001", "--seed", "7", "--sample_every", "1000000"]
+    pairs = zip(base[::2], base[1::2], strict=True)  # a flag given twice is an error: flags win
+    base = [x for flag, value in pairs if flag not in flags for x in (flag, value)]
     return [sys.executable, str(root / "train.py"), *base, *flags]
 
 

@@ -93,7 +93,8 @@ def script(name: str, argv: list[str] | None = None) -> None:
 
 def run_command(name: str, argv: list[str], prog: str) -> None:
     c = COMMANDS[name]
-    execute(load(c.config), load(c.function), argv, prog, _about(load(c.function)))
+    # The function's module is imported only once the flags are good (it may import more).
+    execute(load(c.config), lambda cfg: load(c.function)(cfg), argv, prog, _about(load(c.config)))
 
 
 def run(fn: Callable, argv: list[str] | None = None) -> None:
@@ -164,8 +165,10 @@ def config_of_function(fn: Callable) -> type:
     for p in inspect.signature(fn).parameters.values():
         if p.name == "verbose" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue  # --verbose is every command's (it sets the log level)
-        hint = hints.get(p.name, str | None)
         default = dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default
+        # Without an annotation, the type of the default (as python-fire guessed it), else text.
+        guess = type(default) if type(default) in (str, int, float, bool) else str | None
+        hint = hints.get(p.name, guess)
         if default is None and type(None) not in typing.get_args(hint):
             hint = hint | None
         # As python-fire did: every parameter may also be given by position.

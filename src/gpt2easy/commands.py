@@ -23,7 +23,9 @@ from .train_config import TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class DownloadConfig:
-    """Flags of download_model.py / `gpt2easy download`."""
+    """Fetch the seven files of a GPT-2 model (checkpoint, vocabulary, hparams.json) into MODELS_DIR/NAME.
+
+    The flags of download_model.py and `gpt2easy download` (the first line above is their --help's)."""
 
     model_name: str = opt(help="124M, 355M, 774M or 1558M; 117M and 345M are the old names of 124M and "
                                "355M", positional=True)
@@ -47,7 +49,10 @@ def download(cfg: DownloadConfig) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class EncodeConfig(CorpusFlags):
-    """Flags of encode.py / `gpt2easy encode`."""
+    """Encode a text file, a .csv/.jsonl table, a folder or a glob into the token archive OUT_NPZ.
+
+    The flags of encode.py and `gpt2easy encode`; how text and tables are read comes from
+    `corpus.CorpusFlags`."""
 
     in_text: str = opt(help="a text file, a .csv/.jsonl table, a folder (read recursively, in sorted "
                             "order) or a quoted glob",
@@ -119,7 +124,9 @@ def train(cfg: TrainConfig) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SampleConfig(SamplingFlags, ModelFlags):
-    """Flags of interactive_conditional_samples.py / `gpt2easy sample`."""
+    """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat.
+
+    The flags of interactive_conditional_samples.py and `gpt2easy sample`."""
 
     nsamples: int = opt(1, "samples per prompt; a multiple of batch_size", minimum=1)
     batch_size: int = opt(1, "samples generated together (faster per sample, uses more memory)",
@@ -191,7 +198,9 @@ def sample(cfg: SampleConfig) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GenerateConfig(SamplingFlags, ModelFlags):
-    """Flags of generate_unconditional_samples.py / `gpt2easy generate`."""
+    """Print samples from nothing under `==== SAMPLE n ====` banners: NSAMPLES of them, or forever.
+
+    The flags of generate_unconditional_samples.py and `gpt2easy generate`."""
 
     length: int | None = opt(None, "tokens per sample (default n_ctx, 1024 for GPT-2)", minimum=1)
     nsamples: int = opt(0, "number of samples, a multiple of batch_size; 0 = forever (until Ctrl+C)",

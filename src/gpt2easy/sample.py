@@ -22,8 +22,6 @@ import logging
 import random
 from collections.abc import Iterator
 
-import numpy as np
-
 from .errors import UserError
 from .options import check_value, opt, options_of
 
@@ -235,6 +233,8 @@ def sample_batch(generator, encoder, prompt: list[int], batch_size: int,
     """Generate one batch from `prompt` (the same ids in every row) and yield text for display:
     (row, piece, row_finished) — row 0 piece by piece as it is generated, the other rows whole
     after it, each row ending with a (row, "", True)."""
+    import numpy as np  # here, so that the command lines' flag checks start without NumPy
+
     rows = [_Row(encoder, settings.stop) for _ in range(batch_size)]
     finished = np.zeros(batch_size, bool)
     eos = ENDOFTEXT if settings.stop_at_endoftext else -1

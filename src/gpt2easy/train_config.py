@@ -23,11 +23,14 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(CorpusFlags):
-    """Every setting of a training run; the flags of train.py and `gpt2easy train`. The flags that
-    say how text and tables are read (--keep_line_endings, --column, --header) come from
+    """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME; Ctrl+C saves and stops.
+
+    Every setting of a training run: the flags of train.py and `gpt2easy train`. The flags that say
+    how text and tables are read (--keep_line_endings, --column, --header) come from
     `corpus.CorpusFlags`, shared with encode.py."""
 
-    dataset: str = opt(help="an .npz from encode.py, a text file, a folder (recursive) or a quoted glob; "
+    dataset: str = opt(help="an .npz from encode.py, a text file, a .csv/.jsonl table, a folder (recursive) "
+                            "or a quoted glob; "
                             "text is encoded on the fly exactly like encode.py")
     model_name: str = opt("124M", "base model folder under models_dir (without a checkpoint there, "
                                   "training starts from random weights: how small GPT-2s are made)")
