@@ -4,6 +4,7 @@
     python interactive_conditional_samples.py --temperature 0.8 --top_k 20 --model_name 124M
     python interactive_conditional_samples.py --run_name run1            # newest checkpoint of a run
     echo "Once upon a time" | python interactive_conditional_samples.py --seed 1 --length 50
+    python interactive_conditional_samples.py --prompts_file prompts.txt --output out.jsonl --batch_size 8
 """
 
 import os
@@ -33,7 +34,8 @@ def read_prompt() -> str | None:
         return None
 
 
-@fire.decorators.SetParseFn(str, "model_name", "models_dir", "run_name", "checkpoint", "precision")
+@fire.decorators.SetParseFn(str, "model_name", "models_dir", "run_name", "checkpoint", "precision",
+                              "prompts_file", "output")
 def interact_model(
     model_name: str = "124M",
     models_dir: str = DEFAULT_MODELS_DIR,
@@ -51,6 +53,8 @@ def interact_model(
     stop_at_endoftext: bool = True,
     precision: str = "fp32",
     verbose: bool = False,
+    prompts_file: str | None = None,
+    output: str | None = None,
 ) -> None:
     """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat.
 
@@ -77,12 +81,18 @@ def interact_model(
             show it, as the classic script did.
         precision: fp32 (exactly the reference model) or bf16 (about 1.7x faster here).
         verbose: more logging.
+        prompts_file: answer the prompts of this file (one per line, or .jsonl with a "prompt"
+            field) in batches of batch_size (prompts side by side), then exit.
+        output: with prompts_file: one JSON line per sample (line, prompt, index, text, tokens,
+            seed), written atomically; a rerun with the same output skips prompts already in it.
     """
     del verbose  # read by cli.run to set the log level
+    from gpt2easy.bulk import check_bulk_flags
     from gpt2easy.sample import check_flags, parse_stops
 
-    check_flags(nsamples=nsamples, batch_size=batch_size, length=length, temperature=temperature,
-                top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+    check_bulk_flags(prompts_file, output, batch_size)
+    check_flags(nsamples=nsamples, batch_size=1 if prompts_file else batch_size, length=length,
+                temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                 precision=precision, seed=seed)  # fmt: skip
     stops = parse_stops(stop)
     cli.quiet_tensorflow()
@@ -93,6 +103,12 @@ def interact_model(
         hp.n_ctx, hp.n_ctx // 2, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, stops=stops, stop_at_endoftext=stop_at_endoftext,
         seed=seed)  # fmt: skip
+    if prompts_file is not None:
+        from gpt2easy.bulk import run_prompts_file
+
+        run_prompts_file(generator, encoder, prompts_file, output, settings, int(batch_size),
+                         int(nsamples), seed is not None, sys.stdout)  # fmt: skip
+        return
     while True:
         text = read_prompt()
         if text is None:
