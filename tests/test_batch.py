@@ -31,6 +31,11 @@ def tokens_of(steps):
     return np.stack([t for t, _ in steps], axis=1), np.stack([d for _, d in steps], axis=1)
 
 
+@pytest.fixture(scope="module")
+def generator_bf16(gpt2):
+    return Generator(gpt2, "bf16")
+
+
 def test_row_noise_is_a_row_of_the_whole_batch_noise():
     seed = tf.constant([7, 3], tf.int64)
     whole = sampling.uniform_noise([4, 50], seed).numpy()
@@ -51,8 +56,11 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("controls", SETTINGS)
-def test_each_row_equals_its_prompt_alone(generator, controls):
+def test_each_row_equals_its_prompt_alone(generator, generator_bf16, precision, controls):
+    """bf16 batches run on float32 copies of the bf16 weights ("wide"), batch 1 on bf16 itself."""
+    generator = generator if precision == "fp32" else generator_bf16
     length = 12
     alone = [tokens_of(generator.generate([p], length, Controls.make(seed=(7, s), **controls)))[0][0]
              for s, p in enumerate(PROMPTS)]  # fmt: skip

@@ -4,6 +4,13 @@
 `[out, in]` (XLA's CPU code runs a one-row matrix-vector product at memory speed in that layout,
 about 1.3x slower in the other) and cast to the compute dtype, so bf16 reads half the bytes per token.
 
+Batches of more than one row in bf16 run "wide": XLA's CPU code multiplies a bf16 matrix by more
+than one vector by first converting the whole matrix to float32 (a new 500 MB array per token for
+124M, plus a float32 copy of the key/value cache per layer), which made batch 8 slower than batch 1.
+So a bf16 generator keeps, made on the first batch > 1, float32 copies of its bf16-rounded matrices
+and a float32 cache holding bf16-rounded values; activations are rounded to bf16 where the narrow
+path casts them. Same numbers as batch 1 (up to the order of the sums), no conversion per token.
+
 Per (batch, cache_len) it makes, once, the key/value cache as `tf.Variable`s
 (`n_layer x [2, batch, head, cache_len, head_dim]`) and two XLA-compiled functions:
 - `prefill(tokens [batch, P], offset [batch], last)`: the whole prompt (padded to a bucket P;
@@ -129,6 +136,7 @@ class Generator:
         self.w["wte_out"] = wte if self.dtype == tf.float32 else tf.Variable(
             tf.cast(wte, self.dtype), trainable=False
         )
+        self.w_wide = {}  # bf16 only, made on first use by a batch > 1: float32 copies (see above)
         self.compiled = {}  # (batch, cache_len) -> Compiled
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
@@ -146,43 +154,69 @@ class Generator:
                 var.assign(self._prepared(model.weights[name]))
         if self.w["wte_out"] is not model.weights["model/wte"]:
             self.w["wte_out"].assign(tf.cast(model.weights["model/wte"], self.dtype))
+        for name, var in self.w_wide.items():
+            var.assign(tf.cast(self.w[name], tf.float32))
+
+    def _wide(self, batch: int) -> bool:
+        """Whether this batch size runs on the float32 copies (bf16 and batch > 1)."""
+        return self.dtype != tf.float32 and batch > 1
+
+    def _weight(self, name: str, wide: bool) -> tf.Tensor:
+        if not wide:
+            return self.w[name]
+        if name not in self.w_wide:
+            self.w_wide[name] = tf.Variable(tf.cast(self.w[name], tf.float32), trainable=False)
+        return self.w_wide[name]
+
+    def _to(self, t, wide: bool):
+        """Into the matmul type: the compute dtype, or float32 holding its values when wide."""
+        t = tf.cast(t, self.dtype)
+        return tf.cast(t, tf.float32) if wide else t
+
+    def _from(self, t):
+        """A matmul result as float32, rounded to the compute dtype as the narrow path does."""
+        return tf.cast(tf.cast(t, self.dtype), tf.float32)
 
     def compiled_for(self, batch: int, cache_len: int) -> Compiled:
         """The cache variables and compiled functions for this shape, made on first use."""
         key = (batch, cache_len)
         if key not in self.compiled:
             hp = self.hp
+            wide = self._wide(batch)
             shape = [2, batch, hp.n_head, cache_len, hp.head_dim]
-            cache = [tf.Variable(tf.zeros(shape, self.dtype), trainable=False)
+            cache = [tf.Variable(tf.zeros(shape, tf.float32 if wide else self.dtype), trainable=False)
                      for _ in range(hp.n_layer)]  # fmt: skip
+            for name in self.w:
+                if name.endswith(MATRICES) or name == "wte_out":
+                    self._weight(name, wide)  # made here, outside the compiled functions
             self.compiled[key] = Compiled(
                 cache,
-                tf.function(functools.partial(self._prefill, cache), jit_compile=True),
-                tf.function(functools.partial(self._sample_step, cache), jit_compile=True),
+                tf.function(functools.partial(self._prefill, cache, wide), jit_compile=True),
+                tf.function(functools.partial(self._sample_step, cache, wide), jit_compile=True),
             )
         return self.compiled[key]
 
     # --- the forward pass ---------------------------------------------------------------------
 
-    def _dense(self, x, i, name):
+    def _dense(self, x, i, name, wide):
         """x [rows, in] float32 times the layer's transposed matrix, plus bias -> float32."""
-        w = self.w[f"model/h{i}/{name}/w"]
-        y = tf.matmul(tf.cast(x, self.dtype), w, transpose_b=True)
-        return tf.cast(y, tf.float32) + self.w[f"model/h{i}/{name}/b"]
+        w = self._weight(f"model/h{i}/{name}/w", wide)
+        y = tf.matmul(self._to(x, wide), w, transpose_b=True)
+        return self._from(y) + self.w[f"model/h{i}/{name}/b"]
 
-    def _logits(self, x):
+    def _logits(self, x, wide):
         h = norm(x, self.w["model/ln_f/g"], self.w["model/ln_f/b"])
-        y = tf.matmul(tf.cast(h, self.dtype), self.w["wte_out"], transpose_b=True)
-        return tf.cast(y, tf.float32)
+        y = tf.matmul(self._to(h, wide), self._weight("wte_out", wide), transpose_b=True)
+        return self._from(y)
 
-    def _layer(self, x, i, attend_fn):
+    def _layer(self, x, i, attend_fn, wide):
         """One block on x [rows, n_embd]; attend_fn(q, k, v [rows, n_embd]) -> [rows, n_embd]."""
         g = lambda n: self.w[f"model/h{i}/{n}"]  # noqa: E731
         h = norm(x, g("ln_1/g"), g("ln_1/b"))
-        q, k, v = tf.split(self._dense(h, i, "attn/c_attn"), 3, axis=-1)
-        x = x + self._dense(attend_fn(q, k, v), i, "attn/c_proj")
+        q, k, v = tf.split(self._dense(h, i, "attn/c_attn", wide), 3, axis=-1)
+        x = x + self._dense(attend_fn(q, k, v), i, "attn/c_proj", wide)
         h = norm(x, g("ln_2/g"), g("ln_2/b"))
-        return x + self._dense(gelu(self._dense(h, i, "mlp/c_fc")), i, "mlp/c_proj")
+        return x + self._dense(gelu(self._dense(h, i, "mlp/c_fc", wide)), i, "mlp/c_proj", wide)
 
     def _heads(self, t, batch):
         """[batch * seq, n_embd] -> [batch, head, seq, head_dim]."""
@@ -190,19 +224,19 @@ class Generator:
         t = tf.reshape(t, [batch, -1, hp.n_head, hp.head_dim])
         return tf.transpose(t, [0, 2, 1, 3])
 
-    def _attend(self, q, k, v, mask):
+    def _attend(self, q, k, v, mask, wide):
         """q [b, h, nq, d], k/v [b, h, nk, d] in the cache dtype, mask [b, 1, nq, nk] -> [b*nq, e]."""
-        scores = tf.matmul(tf.cast(q, self.dtype), k, transpose_b=True)
-        scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.hp.head_dim))
+        scores = tf.matmul(self._to(q, wide), k, transpose_b=True)
+        scores = self._from(scores) * (1.0 / math.sqrt(self.hp.head_dim))
         probs = tf.nn.softmax(tf.where(mask, scores, MASKED), axis=-1)
-        out = tf.cast(tf.matmul(tf.cast(probs, self.dtype), v), tf.float32)
+        out = self._from(tf.matmul(self._to(probs, wide), v))
         return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [-1, self.hp.n_embd])
 
     def _positions(self, cache_pos, offset):
         """Each row's position ids [batch, ...] for cache positions (padding clamped to 0)."""
         return tf.maximum(cache_pos - offset[:, None], 0)
 
-    def _prefill(self, cache, tokens, offset, last):
+    def _prefill(self, cache, wide, tokens, offset, last):
         """tokens int32 [batch, P], row r's prompt at offset[r] .. last: fills the cache variables
         from 0, returns the logits after position `last` [batch, n_vocab]."""
         batch, p = tokens.shape
@@ -215,15 +249,15 @@ class Generator:
         for i in range(self.hp.n_layer):
 
             def attend(q, k, v, i=i):
-                k, v = (tf.cast(self._heads(t, batch), self.dtype) for t in (k, v))
+                k, v = (self._to(self._heads(t, batch), wide) for t in (k, v))
                 cache[i].assign(xla.dynamic_update_slice(cache[i], tf.stack([k, v]), [0] * 5))
-                return self._attend(self._heads(q, batch), k, v, mask)
+                return self._attend(self._heads(q, batch), k, v, mask, wide)
 
-            x = self._layer(x, i, attend)
+            x = self._layer(x, i, attend, wide)
         last = tf.gather(tf.reshape(x, [batch, p, -1]), last, axis=1)
-        return self._logits(last)
+        return self._logits(last, wide)
 
-    def _step(self, cache, token, pos, offset):
+    def _step(self, cache, wide, token, pos, offset):
         """One token per row at position `pos`: writes its keys/values into the cache variables
         in place (a variable update is aliased by XLA; a tensor passed in and out is copied)."""
         batch, cache_len = token.shape[0], cache[0].shape[3]
@@ -233,15 +267,15 @@ class Generator:
         for i in range(self.hp.n_layer):
 
             def attend(q, k, v, i=i):
-                kv = tf.cast(tf.stack([self._heads(k, batch), self._heads(v, batch)]), self.dtype)
+                kv = self._to(tf.stack([self._heads(k, batch), self._heads(v, batch)]), wide)
                 cache[i].assign(xla.dynamic_update_slice(cache[i], kv, tf.stack([0, 0, 0, pos, 0])))
                 layer = cache[i].read_value()
-                return self._attend(self._heads(q, batch), layer[0], layer[1], mask)
+                return self._attend(self._heads(q, batch), layer[0], layer[1], mask, wide)
 
-            x = self._layer(x, i, attend)
-        return self._logits(x)
+            x = self._layer(x, i, attend, wide)
+        return self._logits(x, wide)
 
-    def _sample_step(self, cache, state: State, c: Controls):
+    def _sample_step(self, cache, wide, state: State, c: Controls):
         """Sample the next token of every row, then feed it: -> (new state, tokens int32 [batch]).
 
         Rows already done get `max(eos, 0)` as padding. Feeding the last token of a generation is
@@ -258,7 +292,7 @@ class Generator:
         token = tf.where(state.done, tf.maximum(c.eos, 0), token)
         done = state.done | (token == c.eos)
         seen = state.seen | tf.cast(tf.one_hot(token, self.hp.n_vocab, dtype=tf.int8), tf.bool)
-        logits = self._step(cache, token, state.pos, rows.offset)
+        logits = self._step(cache, wide, token, state.pos, rows.offset)
         return State(logits, seen, done, state.pos + 1, rows), token
 
     # --- host side ----------------------------------------------------------------------------
