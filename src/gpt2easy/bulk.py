@@ -52,7 +52,8 @@ def check_bulk_flags(prompts_file, output, batch_size) -> None:
         raise UserError("--output needs --prompts_file (the prompts to answer)")
     if prompts_file is not None and not Path(prompts_file).is_file():
         raise UserError(f"--prompts_file {prompts_file} does not exist")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if prompts_file is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                     or batch_size < 1):  # otherwise sample.check_flags checks it
         raise UserError(f"--batch_size must be a whole number of at least 1, got {batch_size!r}")
 
 
