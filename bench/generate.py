@@ -3,6 +3,8 @@
 
     .venv/bin/pip install -r bench/requirements.txt
     .venv/bin/python bench/generate.py                    # 124M shape, random weights
+    .venv/bin/python bench/generate.py --batches 1,4,8 --peers False   # batch sizes compared
+    .venv/bin/python bench/generate.py --prompts 64 --peers False     # 64 prompts: batched vs one by one
 
 One OpenAI-format checkpoint with random weights (non-trivial biases and gains) is written to a
 temporary folder; both tools load it (transformers through a name mapping, since version 5 no
@@ -11,6 +13,11 @@ Batch 1, a 16-token prompt, 256 new tokens, top_k 40. Reports, per setting: time
 (prompt pass plus the first draw) and tokens per second over the whole generation (including the
 prompt pass), the ratio to the faster transformers setting, and the memory-bandwidth bound: the
 bytes of weights read per token against the read bandwidth measured here.
+
+`--batches 1,4,8`: total tokens/s (all rows together) of one generation per batch size, in fp32 and
+bf16, in the same run, with the ratio to batch 1 of the same precision. `--prompts N`: the time to
+answer N prompts of mixed lengths (4 to 60 tokens) in batches of 8 prompts side by side
+(`bulk`-style, left-padded) against one prompt at a time.
 """
 
 import os
@@ -112,6 +119,70 @@ def bench_hf(model, prompt, new, top_k):
     return ttft, new / total
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def bench_batches(gpt2, prompt, new, top_k, batches):
+    """Total tokens/s per (precision, batch size): one generation of `new` tokens, all rows busy."""
+    from gpt2easy.generate import Controls, Generator
+
+    controls = Controls.make(seed=(1, 0), top_k=top_k)
+    print(f"\nbatch sizes: {new} new tokens per row, {prompt.shape[1]}-token prompt, top_k {top_k}")
+    print(f"{'':10} {'batch':>5} {'total tokens/s':>15} {'per row':>8} {'vs batch 1':>11}")
+    for precision in ("fp32", "bf16"):
+        generator = Generator(gpt2, precision)
+        base = None
+        for batch in batches:
+            rows = np.repeat(prompt, batch, axis=0)
+            list(generator.generate(rows, new, controls))  # compile
+            seconds = min(timed(lambda g=generator, r=rows: list(g.generate(r, new, controls)))[0]
+                          for _ in range(2))  # fmt: skip
+            rate = batch * new / seconds
+            base = base or (rate if batch == 1 else None)
+            ratio = f"{rate / base:.2f}x" if base else "-"
+            print(f"{precision:10} {batch:5d} {rate:15.1f} {rate / batch:8.1f} {ratio:>11}", flush=True)
+
+
+def bench_prompts(gpt2, count, new, top_k, precision="bf16", batch=8):
+    """Seconds to answer `count` prompts of mixed lengths: batches of `batch` against one by one."""
+    from gpt2easy.generate import Controls, Generator
+
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 50000, size=int(n)).tolist() for n in rng.integers(4, 61, size=count)]
+    generator = Generator(gpt2, precision)
+    controls = Controls.make(seed=(1, 0), top_k=top_k)
+
+    def batched():
+        for start in range(0, count, batch):
+            chunk = prompts[start : start + batch]
+            list(generator.generate(chunk, new, controls, streams=range(len(chunk)), lanes=[0] * len(chunk)))
+
+    def single():
+        for p in prompts:
+            list(generator.generate([p], new, controls))
+
+    for go in (batched, single):  # compile every shape first
+        for start in range(0, count, batch):
+            n = max(len(p) for p in prompts[start : start + batch])
+            size = batch if go is batched else 1
+            list(generator.generate([[0] * n] * size, new, controls))
+    together = timed(batched)[0]
+    alone = timed(single)[0]
+    print(f"\n{count} prompts of 4-60 tokens, {new} new tokens each, {precision}, top_k {top_k}: "
+          f"batches of {batch} {together:.1f} s, one at a time {alone:.1f} s "
+          f"({alone / together:.2f}x)")  # fmt: skip
+
+
 def read_bandwidth(gib=1.0):
     """GB/s of reading a large float32 array (summing it) with all threads."""
     import tensorflow as tf
@@ -156,10 +227,12 @@ def check_agreement(gpt2_model, torch_model, weights, hp):
 
 
 def main(new_tokens: int = 256, prompt_tokens: int = 16, top_k: int = 40, peers: bool = True,
-         threads: int = 0) -> None:  # fmt: skip
+         threads: int = 0, batches=(), prompts: int = 0) -> None:  # fmt: skip
     """Time generation at batch 1 on the 124M shape with random weights.
 
     Args:
+        batches: e.g. "1,4,8": compare total tokens/s of these batch sizes (fp32 and bf16) instead.
+        prompts: e.g. 64: time that many mixed-length prompts batched vs one at a time instead.
         new_tokens: tokens generated per run.
         prompt_tokens: prompt length.
         top_k: top-k of the draws.
@@ -180,6 +253,15 @@ def main(new_tokens: int = 256, prompt_tokens: int = 16, top_k: int = 40, peers:
 
         weights = read_weights(find_checkpoint(tmp), hp)  # what both tools load: the same file
     prompt = (np.arange(prompt_tokens)[None] * 37 + 11) % hp.n_vocab
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
+    if batches or prompts:
+        if batches:
+            items = batches if isinstance(batches, (list, tuple)) else str(batches).split(",")
+            sizes = [int(b) for b in items]
+            bench_batches(gpt2, prompt, new_tokens, top_k, sizes)
+        if prompts:
+            bench_prompts(gpt2, int(prompts), new_tokens, top_k)
+        return
     rows = []
     torch_models = {}
     if peers:

@@ -129,8 +129,12 @@ class SampleConfig(SamplingFlags, ModelFlags):
     The flags of interactive_conditional_samples.py and `gpt2easy sample`."""
 
     nsamples: int = opt(1, "samples per prompt; a multiple of batch_size", minimum=1)
-    batch_size: int = opt(1, "samples generated together (faster per sample, uses more memory)",
-                          minimum=1)
+    batch_size: int = opt(1, "samples generated together (faster per sample, uses more memory); with "
+                             "--prompts_file, prompts side by side", minimum=1)
+    prompts_file: str | None = opt(None, "answer the prompts of this file (one per line, or .jsonl "
+                                         "with a \"prompt\" field) in batches of --batch_size, then exit")
+    output: str | None = opt(None, "with --prompts_file: write one JSON line per sample (prompt, index, "
+                                   "text, tokens, seed) to this file; a rerun skips prompts already in it")
 
 
 PROMPT = "Model prompt >>> "
@@ -171,14 +175,25 @@ def _settings(cfg, hp, default_length: int, stops):
 
 
 def sample(cfg: SampleConfig) -> None:
-    """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat."""
-    stops = _checked(cfg)
+    """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat.
+
+    With --prompts_file: answer every prompt of the file, in batches of --batch_size, then exit."""
+    from .bulk import check_bulk_flags
+
+    check_bulk_flags(cfg.prompts_file, cfg.output, cfg.batch_size)
+    stops = _checked(dataclasses.replace(cfg, batch_size=1) if cfg.prompts_file else cfg)
     cli.quiet_tensorflow()
     from .sample import fit_prompt, load, stream_samples
 
     generator, encoder, hp = load(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
                                   cfg.precision)
     settings = _settings(cfg, hp, hp.n_ctx // 2, stops)
+    if cfg.prompts_file is not None:
+        from .bulk import run_prompts_file
+
+        run_prompts_file(generator, encoder, cfg.prompts_file, cfg.output, settings, cfg.batch_size,
+                         cfg.nsamples, cfg.seed is not None, sys.stdout)  # fmt: skip
+        return
     while True:
         text = read_prompt()
         if text is None:

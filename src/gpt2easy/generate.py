@@ -4,14 +4,33 @@
 `[out, in]` (XLA's CPU code runs a one-row matrix-vector product at memory speed in that layout,
 about 1.3x slower in the other) and cast to the compute dtype, so bf16 reads half the bytes per token.
 
+Batches of more than one row in bf16 run "wide": XLA's CPU code multiplies a bf16 matrix by more
+than one vector by first converting the whole matrix to float32 (a new 500 MB array per token for
+124M, plus a float32 copy of the key/value cache per layer), which made batch 8 slower than batch 1.
+So a bf16 generator keeps, made on the first batch > 1, float32 copies of its bf16-rounded matrices
+and a float32 cache holding bf16-rounded values; activations are rounded to bf16 where the narrow
+path casts them. Same numbers as batch 1 (up to the order of the sums), no conversion per token.
+
 Per (batch, cache_len) it makes, once, the key/value cache as `tf.Variable`s
 (`n_layer x [2, batch, head, cache_len, head_dim]`) and two XLA-compiled functions:
-- `prefill(tokens [batch, P], prompt_len)`: the whole prompt (padded to a bucket P; retraced per
-  bucket only) in one pass; writes its keys/values at positions 0..P-1 and returns the logits after
-  the last prompt token.
+- `prefill(tokens [batch, P], offset [batch], last)`: the whole prompt (padded to a bucket P;
+  retraced per bucket only) in one pass; writes its keys/values at positions 0..P-1 and returns the
+  logits after position `last`.
 - `step(state, controls)`: sample a token from the state's logits, run it through the model
   (writing its keys/values into the cache in place), return the new state and the token.
   Controls (seed, temperature, top_k, top_p, penalty, eos) are tensors: changing them never retraces.
+
+Prompts of different lengths share a batch by left-padding: row r's prompt of n_r tokens sits at
+cache positions `offset_r = n - n_r ... n - 1` (n the longest), so every row writes its next token
+at the same cache position and the cache update stays one in-place slice. Row r's position ids are
+`cache position - offset_r` and its attention never sees positions below offset_r, so a row computes
+what its prompt computes alone (up to float rounding: the sums run in another order).
+
+Noise: the token at position t (the row's own position) of row r draws its Gumbel noise from the
+stateless seed `(seed, (stream + stream_r) * 2**20 + t)`, elements `lane_r * n ...` (see
+`sampling.row_noise`), where `(seed, stream)` are the controls' and `stream_r`, `lane_r` the row's
+(default 0 and r). So row r of batch b of one prompt (stream b) draws as it always did, and a row of
+a many-prompt batch given the (stream, lane) of its prompt's run alone draws exactly that.
 
 Why a step per call rather than a compiled loop over many tokens: measured here, XLA updates a
 variable in place (0.3 ms for a 75 MB cache) but copies a loop-carried or passed-in cache on every
@@ -52,13 +71,22 @@ def prompt_bucket(n: int, cache_len: int) -> int:
     return min(cache_len, step * math.ceil(n / step))
 
 
+class Rows(NamedTuple):
+    """Per-row constants of one generation."""
+
+    offset: tf.Tensor  # int32 [batch]: left padding; the row's position = cache position - offset
+    stream: tf.Tensor  # int64 [batch]: added to the controls' stream for this row's noise
+    lane: tf.Tensor  # int32 [batch]: which block of the noise stream the row draws (default r)
+
+
 class State(NamedTuple):
     """What one step hands to the next (small tensors; the cache lives in variables)."""
 
     logits: tf.Tensor  # [batch, n_vocab] float32, for the next token
     seen: tf.Tensor  # [batch, n_vocab] bool: tokens in the prompt or generated so far
     done: tf.Tensor  # [batch] bool: row finished (end of text, a stop string, or by the caller)
-    pos: tf.Tensor  # int32 scalar: position of the next token fed
+    pos: tf.Tensor  # int32 scalar: cache position of the next token fed
+    rows: Rows  # per-row constants: left padding and noise stream
 
 
 class Controls(NamedTuple):
@@ -108,6 +136,7 @@ class Generator:
         self.w["wte_out"] = wte if self.dtype == tf.float32 else tf.Variable(
             tf.cast(wte, self.dtype), trainable=False
         )
+        self.w_wide = {}  # bf16 only, made on first use by a batch > 1: float32 copies (see above)
         self.compiled = {}  # (batch, cache_len) -> Compiled
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
@@ -125,43 +154,69 @@ class Generator:
                 var.assign(self._prepared(model.weights[name]))
         if self.w["wte_out"] is not model.weights["model/wte"]:
             self.w["wte_out"].assign(tf.cast(model.weights["model/wte"], self.dtype))
+        for name, var in self.w_wide.items():
+            var.assign(tf.cast(self.w[name], tf.float32))
+
+    def _wide(self, batch: int) -> bool:
+        """Whether this batch size runs on the float32 copies (bf16 and batch > 1)."""
+        return self.dtype != tf.float32 and batch > 1
+
+    def _weight(self, name: str, wide: bool) -> tf.Tensor:
+        if not wide:
+            return self.w[name]
+        if name not in self.w_wide:
+            self.w_wide[name] = tf.Variable(tf.cast(self.w[name], tf.float32), trainable=False)
+        return self.w_wide[name]
+
+    def _to(self, t, wide: bool):
+        """Into the matmul type: the compute dtype, or float32 holding its values when wide."""
+        t = tf.cast(t, self.dtype)
+        return tf.cast(t, tf.float32) if wide else t
+
+    def _from(self, t):
+        """A matmul result as float32, rounded to the compute dtype as the narrow path does."""
+        return tf.cast(tf.cast(t, self.dtype), tf.float32)
 
     def compiled_for(self, batch: int, cache_len: int) -> Compiled:
         """The cache variables and compiled functions for this shape, made on first use."""
         key = (batch, cache_len)
         if key not in self.compiled:
             hp = self.hp
+            wide = self._wide(batch)
             shape = [2, batch, hp.n_head, cache_len, hp.head_dim]
-            cache = [tf.Variable(tf.zeros(shape, self.dtype), trainable=False)
+            cache = [tf.Variable(tf.zeros(shape, tf.float32 if wide else self.dtype), trainable=False)
                      for _ in range(hp.n_layer)]  # fmt: skip
+            for name in self.w:
+                if name.endswith(MATRICES) or name == "wte_out":
+                    self._weight(name, wide)  # made here, outside the compiled functions
             self.compiled[key] = Compiled(
                 cache,
-                tf.function(functools.partial(self._prefill, cache), jit_compile=True),
-                tf.function(functools.partial(self._sample_step, cache), jit_compile=True),
+                tf.function(functools.partial(self._prefill, cache, wide), jit_compile=True),
+                tf.function(functools.partial(self._sample_step, cache, wide), jit_compile=True),
             )
         return self.compiled[key]
 
     # --- the forward pass ---------------------------------------------------------------------
 
-    def _dense(self, x, i, name):
+    def _dense(self, x, i, name, wide):
         """x [rows, in] float32 times the layer's transposed matrix, plus bias -> float32."""
-        w = self.w[f"model/h{i}/{name}/w"]
-        y = tf.matmul(tf.cast(x, self.dtype), w, transpose_b=True)
-        return tf.cast(y, tf.float32) + self.w[f"model/h{i}/{name}/b"]
+        w = self._weight(f"model/h{i}/{name}/w", wide)
+        y = tf.matmul(self._to(x, wide), w, transpose_b=True)
+        return self._from(y) + self.w[f"model/h{i}/{name}/b"]
 
-    def _logits(self, x):
+    def _logits(self, x, wide):
         h = norm(x, self.w["model/ln_f/g"], self.w["model/ln_f/b"])
-        y = tf.matmul(tf.cast(h, self.dtype), self.w["wte_out"], transpose_b=True)
-        return tf.cast(y, tf.float32)
+        y = tf.matmul(self._to(h, wide), self._weight("wte_out", wide), transpose_b=True)
+        return self._from(y)
 
-    def _layer(self, x, i, attend_fn):
+    def _layer(self, x, i, attend_fn, wide):
         """One block on x [rows, n_embd]; attend_fn(q, k, v [rows, n_embd]) -> [rows, n_embd]."""
         g = lambda n: self.w[f"model/h{i}/{n}"]  # noqa: E731
         h = norm(x, g("ln_1/g"), g("ln_1/b"))
-        q, k, v = tf.split(self._dense(h, i, "attn/c_attn"), 3, axis=-1)
-        x = x + self._dense(attend_fn(q, k, v), i, "attn/c_proj")
+        q, k, v = tf.split(self._dense(h, i, "attn/c_attn", wide), 3, axis=-1)
+        x = x + self._dense(attend_fn(q, k, v), i, "attn/c_proj", wide)
         h = norm(x, g("ln_2/g"), g("ln_2/b"))
-        return x + self._dense(gelu(self._dense(h, i, "mlp/c_fc")), i, "mlp/c_proj")
+        return x + self._dense(gelu(self._dense(h, i, "mlp/c_fc", wide)), i, "mlp/c_proj", wide)
 
     def _heads(self, t, batch):
         """[batch * seq, n_embd] -> [batch, head, seq, head_dim]."""
@@ -169,96 +224,120 @@ class Generator:
         t = tf.reshape(t, [batch, -1, hp.n_head, hp.head_dim])
         return tf.transpose(t, [0, 2, 1, 3])
 
-    def _attend(self, q, k, v, mask):
-        """q [b, h, nq, d], k/v [b, h, nk, d] in the cache dtype, mask [nq, nk] -> [b*nq, e]."""
-        scores = tf.matmul(tf.cast(q, self.dtype), k, transpose_b=True)
-        scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.hp.head_dim))
+    def _attend(self, q, k, v, mask, wide):
+        """q [b, h, nq, d], k/v [b, h, nk, d] in the cache dtype, mask [b, 1, nq, nk] -> [b*nq, e]."""
+        scores = tf.matmul(self._to(q, wide), k, transpose_b=True)
+        scores = self._from(scores) * (1.0 / math.sqrt(self.hp.head_dim))
         probs = tf.nn.softmax(tf.where(mask, scores, MASKED), axis=-1)
-        out = tf.cast(tf.matmul(tf.cast(probs, self.dtype), v), tf.float32)
+        out = self._from(tf.matmul(self._to(probs, wide), v))
         return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [-1, self.hp.n_embd])
 
-    def _prefill(self, cache, tokens, prompt_len):
-        """tokens int32 [batch, P] (padded after prompt_len): fills the cache variables from 0,
-        returns the logits after the last prompt token [batch, n_vocab]."""
+    def _positions(self, cache_pos, offset):
+        """Each row's position ids [batch, ...] for cache positions (padding clamped to 0)."""
+        return tf.maximum(cache_pos - offset[:, None], 0)
+
+    def _prefill(self, cache, wide, tokens, offset, last):
+        """tokens int32 [batch, P], row r's prompt at offset[r] .. last: fills the cache variables
+        from 0, returns the logits after position `last` [batch, n_vocab]."""
         batch, p = tokens.shape
-        x = tf.gather(self.w["model/wte"], tf.reshape(tokens, [-1])) + tf.tile(
-            self.w["model/wpe"][:p], [batch, 1]
+        positions = self._positions(tf.range(p)[None, :], offset)
+        x = tf.gather(self.w["model/wte"], tf.reshape(tokens, [-1])) + tf.gather(
+            self.w["model/wpe"], tf.reshape(positions, [-1])
         )
-        mask = tf.range(p)[None, :] <= tf.range(p)[:, None]
+        keys = tf.range(p)[None, None, None, :]
+        mask = (keys <= tf.range(p)[None, None, :, None]) & (keys >= offset[:, None, None, None])
         for i in range(self.hp.n_layer):
 
             def attend(q, k, v, i=i):
-                k, v = (tf.cast(self._heads(t, batch), self.dtype) for t in (k, v))
+                k, v = (self._to(self._heads(t, batch), wide) for t in (k, v))
                 cache[i].assign(xla.dynamic_update_slice(cache[i], tf.stack([k, v]), [0] * 5))
-                return self._attend(self._heads(q, batch), k, v, mask)
+                return self._attend(self._heads(q, batch), k, v, mask, wide)
 
-            x = self._layer(x, i, attend)
-        last = tf.gather(tf.reshape(x, [batch, p, -1]), prompt_len - 1, axis=1)
-        return self._logits(last)
+            x = self._layer(x, i, attend, wide)
+        last = tf.gather(tf.reshape(x, [batch, p, -1]), last, axis=1)
+        return self._logits(last, wide)
 
-    def _step(self, cache, token, pos):
+    def _step(self, cache, wide, token, pos, offset):
         """One token per row at position `pos`: writes its keys/values into the cache variables
         in place (a variable update is aliased by XLA; a tensor passed in and out is copied)."""
         batch, cache_len = token.shape[0], cache[0].shape[3]
-        x = tf.gather(self.w["model/wte"], token) + tf.gather(self.w["model/wpe"], pos)[None]
-        mask = (tf.range(cache_len) <= pos)[None, :]
+        x = tf.gather(self.w["model/wte"], token) + tf.gather(self.w["model/wpe"], pos - offset)
+        keys = tf.range(cache_len)[None, None, None, :]
+        mask = (keys <= pos) & (keys >= offset[:, None, None, None])
         for i in range(self.hp.n_layer):
 
             def attend(q, k, v, i=i):
-                kv = tf.cast(tf.stack([self._heads(k, batch), self._heads(v, batch)]), self.dtype)
+                kv = self._to(tf.stack([self._heads(k, batch), self._heads(v, batch)]), wide)
                 cache[i].assign(xla.dynamic_update_slice(cache[i], kv, tf.stack([0, 0, 0, pos, 0])))
                 layer = cache[i].read_value()
-                return self._attend(self._heads(q, batch), layer[0], layer[1], mask)
+                return self._attend(self._heads(q, batch), layer[0], layer[1], mask, wide)
 
-            x = self._layer(x, i, attend)
-        return self._logits(x)
+            x = self._layer(x, i, attend, wide)
+        return self._logits(x, wide)
 
-    def _sample_step(self, cache, state: State, c: Controls):
+    def _sample_step(self, cache, wide, state: State, c: Controls):
         """Sample the next token of every row, then feed it: -> (new state, tokens int32 [batch]).
 
         Rows already done get `max(eos, 0)` as padding. Feeding the last token of a generation is
         wasted work (one token's time), cheaper than skipping it would be to arrange.
         """
-        seed = tf.stack([c.seed[0], c.seed[1] * 2**20 + tf.cast(state.pos, tf.int64)])
+        rows = state.rows
+        position = tf.cast(state.pos - rows.offset, tf.int64)  # each row's own position
+        seeds = tf.stack([tf.broadcast_to(c.seed[0], position.shape),
+                          (c.seed[1] + rows.stream) * 2**20 + position], axis=1)  # fmt: skip
         token = sampling.sample_tokens(
-            state.logits, seed, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-            penalty=c.penalty, seen=state.seen,
+            state.logits, seeds, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
+            penalty=c.penalty, seen=state.seen, lanes=rows.lane,
         )  # fmt: skip
         token = tf.where(state.done, tf.maximum(c.eos, 0), token)
         done = state.done | (token == c.eos)
         seen = state.seen | tf.cast(tf.one_hot(token, self.hp.n_vocab, dtype=tf.int8), tf.bool)
-        logits = self._step(cache, token, state.pos)
-        return State(logits, seen, done, state.pos + 1), token
+        logits = self._step(cache, wide, token, state.pos, rows.offset)
+        return State(logits, seen, done, state.pos + 1, rows), token
 
     # --- host side ----------------------------------------------------------------------------
 
-    def start(self, prompts: np.ndarray, length: int) -> tuple[Compiled, State]:
-        """Run the prompt rows (int [batch, n], all the same length) through the model."""
-        prompts = np.asarray(prompts, dtype=np.int32)
-        batch, n = prompts.shape
-        if n < 1 or n + length - 1 > self.hp.n_ctx:
+    def start(self, prompts, length: int, streams=None, lanes=None) -> tuple[Compiled, State]:
+        """Run the prompt rows through the model: `prompts` is int [batch, n] or a list of token
+        lists of any lengths (>= 1), left-padded here; `streams`/`lanes` (int [batch]) choose
+        each row's noise (default 0 and the row index; see the module docstring)."""
+        rows = [np.asarray(p, dtype=np.int32).reshape(-1) for p in prompts]
+        batch, n = len(rows), max((len(r) for r in rows), default=0)
+        if batch < 1 or min(len(r) for r in rows) < 1:
+            raise ValueError("every prompt needs at least one token")
+        if n + length - 1 > self.hp.n_ctx:
             raise ValueError(f"prompt of {n} tokens + {length} new is over n_ctx {self.hp.n_ctx}")
         cache_len = cache_bucket(n + length - 1, self.hp.n_ctx)
         p = prompt_bucket(n, cache_len)
         padded = np.zeros([batch, p], np.int32)
-        padded[:, :n] = prompts
-        compiled = self.compiled_for(batch, cache_len)
-        logits = compiled.prefill(tf.constant(padded), tf.constant(n))
+        offset = np.array([n - len(r) for r in rows], np.int32)
         seen = np.zeros([batch, self.hp.n_vocab], bool)
-        np.put_along_axis(seen, prompts.astype(np.int64), True, axis=1)
-        state = State(logits, tf.constant(seen), tf.zeros([batch], tf.bool), tf.constant(n))
+        for r, ids in enumerate(rows):
+            padded[r, offset[r] : n] = ids
+            seen[r, ids] = True
+        streams = np.zeros(batch, np.int64) if streams is None else np.asarray(streams, np.int64)
+        lanes = np.arange(batch, dtype=np.int32) if lanes is None else np.asarray(lanes, np.int32)
+        if streams.shape != (batch,) or lanes.shape != (batch,):
+            raise ValueError(f"streams and lanes need one entry per row ({batch})")
+        compiled = self.compiled_for(batch, cache_len)
+        offset = tf.constant(offset)
+        logits = compiled.prefill(tf.constant(padded), offset, tf.constant(n - 1))
+        rows_state = Rows(offset, tf.constant(streams), tf.constant(lanes))
+        state = State(logits, tf.constant(seen), tf.zeros([batch], tf.bool), tf.constant(n),
+                      rows_state)  # fmt: skip
         return compiled, state
 
     def generate(
-        self, prompts: np.ndarray, length: int, controls: Controls, finished: np.ndarray | None = None
+        self, prompts, length: int, controls: Controls, finished: np.ndarray | None = None,
+        streams=None, lanes=None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (tokens int32 [batch], done bool [batch]) once per new token, `length` times at
-        most; stops early once every row is done.
+        most; stops early once every row is done. `prompts`, `streams`, `lanes`: see `start`.
 
         A row is done after it produced `controls.eos` (that token is yielded with done set) or
         when the caller sets its entry in `finished` (bool [batch], read before every step).
         """
-        compiled, state = self.start(prompts, length)
+        compiled, state = self.start(prompts, length, streams, lanes)
         done = np.zeros(len(prompts), bool)
         for _ in range(length):
             if finished is not None and (finished & ~done).any():

@@ -90,33 +90,65 @@ def _mix32(x: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def uniform_noise(shape, seed: tf.Tensor) -> tf.Tensor:
-    """Uniform floats in (0, 1), a pure function of (seed int64 [2], element index): the same on
-    every machine, under XLA or not, whatever ran before."""
-    seed = tf.cast(seed, tf.int64)
+def _key(seed0: tf.Tensor, seed1: tf.Tensor) -> tf.Tensor:
+    """The uint32 hash key of the int64 seed pair (seed0, seed1) (any matching shapes)."""
     words = [tf.cast(tf.bitwise.bitwise_and(w, 0xFFFFFFFF), tf.uint32) for w in
-             (seed[0], tf.bitwise.right_shift(seed[0], 32), seed[1], tf.bitwise.right_shift(seed[1], 32))]  # noqa: E501
+             (seed0, tf.bitwise.right_shift(seed0, 32), seed1, tf.bitwise.right_shift(seed1, 32))]
     key = tf.constant(0x9E3779B9, tf.uint32)
     for w in words:
         key = _mix32(tf.bitwise.bitwise_xor(key, w) + tf.constant(0x7F4A7C15, tf.uint32))
-    index = tf.cast(tf.reshape(tf.range(tf.reduce_prod(shape)), shape), tf.uint32)
+    return key
+
+
+def _bits_to_uniform(index: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
     bits = _mix32(_mix32(tf.bitwise.bitwise_xor(index * tf.constant(0x9E3779B9, tf.uint32), key)))
     return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (1.0 / (1 << 24))
 
 
-def gumbel_noise(shape, seed: tf.Tensor) -> tf.Tensor:
-    """Standard Gumbel noise from a stateless seed (int64 [2])."""
-    return -tf.math.log(-tf.math.log(uniform_noise(shape, seed)))
+def uniform_noise(shape, seed: tf.Tensor) -> tf.Tensor:
+    """Uniform floats in (0, 1), a pure function of (seed int64 [2], element index): the same on
+    every machine, under XLA or not, whatever ran before."""
+    seed = tf.cast(seed, tf.int64)
+    key = _key(seed[0], seed[1])
+    index = tf.cast(tf.reshape(tf.range(tf.reduce_prod(shape)), shape), tf.uint32)
+    return _bits_to_uniform(index, key)
 
 
-def _draw_full(logits, seed, top_k, top_p):
+def row_noise(seeds: tf.Tensor, lanes: tf.Tensor, n: int) -> tf.Tensor:
+    """Uniform noise [rows, n] where row r is elements `lanes[r] * n ... lanes[r] * n + n - 1` of
+    `uniform_noise` with seed `seeds[r]` (int64 [rows, 2]): rows of one batch can each draw the
+    noise they would draw at another row of another batch (a row of a many-prompt batch draws
+    what its prompt's run alone draws)."""
+    seeds = tf.cast(seeds, tf.int64)
+    key = _key(seeds[:, 0], seeds[:, 1])[:, None]
+    lanes = tf.cast(lanes, tf.uint32)[:, None]
+    index = lanes * tf.cast(n, tf.uint32) + tf.cast(tf.range(n), tf.uint32)[None, :]
+    return _bits_to_uniform(index, key)
+
+
+def gumbel_noise(shape, seed: tf.Tensor, lanes: tf.Tensor | None = None) -> tf.Tensor:
+    """Standard Gumbel noise [rows, n]: from a stateless seed (int64 [2]) over the whole shape,
+    or, with `lanes`, per row from seeds int64 [rows, 2] (see `row_noise`)."""
+    if lanes is None:
+        uniform = uniform_noise(shape, seed)
+    else:
+        uniform = row_noise(seed, lanes, shape[-1])
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+def _draw_full(logits, seed, top_k, top_p, lanes):
     """The general path: filters by bisection over the whole vocabulary, Gumbel-max draw."""
     filtered = top_p_filter(top_k_filter(logits, top_k), top_p)
-    noisy = filtered + gumbel_noise(tf.shape(filtered), seed)
+    noisy = filtered + gumbel_noise(_shape(filtered), seed, lanes)
     return tf.argmax(noisy, axis=-1, output_type=tf.int32)
 
 
-def _draw_top(logits, seed, top_k, top_p):
+def _shape(t):
+    """Static where known (row_noise needs the row length), dynamic otherwise."""
+    return t.shape if t.shape.is_fully_defined() else tf.shape(t)
+
+
+def _draw_top(logits, seed, top_k, top_p, lanes):
     """The fast path for 0 < top_k <= FAST_K: everything on the FAST_K largest logits of each row
     (ties with the k-th that rank beyond FAST_K are dropped)."""
     values, ids = tf.math.top_k(logits, min(FAST_K, logits.shape[-1]))
@@ -127,14 +159,18 @@ def _draw_top(logits, seed, top_k, top_p):
     before = tf.cumsum(probs, axis=-1, exclusive=True)
     nucleus = (top_p <= 0.0) | (top_p >= 1.0) | (before < top_p)
     values = tf.where(nucleus, values, NEG_INF)
-    pick = tf.argmax(values + gumbel_noise(tf.shape(values), seed), axis=-1, output_type=tf.int32)
+    noisy = values + gumbel_noise(_shape(values), seed, lanes)
+    pick = tf.argmax(noisy, axis=-1, output_type=tf.int32)
     return tf.gather(ids, pick, batch_dims=1)
 
 
-def sample_tokens(logits, seed, *, temperature=1.0, top_k=0, top_p=1.0, penalty=1.0, seen=None):
+def sample_tokens(logits, seed, *, temperature=1.0, top_k=0, top_p=1.0, penalty=1.0, seen=None,
+                  lanes=None):  # fmt: skip
     """Draw one token per row from float32 logits [batch, n_vocab] -> int32 [batch].
 
-    `seed` is an int64 [2] stateless seed: the same seed and inputs always give the same tokens.
+    `seed` is an int64 [2] stateless seed: the same seed and inputs always give the same tokens;
+    row r draws noise elements r * n ... of that seed. With `lanes` (int [batch]), `seed` is one
+    seed per row (int64 [batch, 2]) and row r draws elements lanes[r] * n ... of its seed.
     `seen` (bool [batch, n_vocab]) marks the tokens the repetition penalty applies to.
     """
     logits = tf.convert_to_tensor(logits, tf.float32)
@@ -149,8 +185,8 @@ def sample_tokens(logits, seed, *, temperature=1.0, top_k=0, top_p=1.0, penalty=
         fast = (top_k > 0) & (top_k <= min(FAST_K, logits.shape[-1]))
         return tf.cond(
             fast,
-            lambda: _draw_top(scaled, seed, top_k, top_p),
-            lambda: _draw_full(scaled, seed, top_k, top_p),
+            lambda: _draw_top(scaled, seed, top_k, top_p, lanes),
+            lambda: _draw_full(scaled, seed, top_k, top_p, lanes),
         )
 
     def greedy():
