@@ -6,7 +6,7 @@
     python evaluate.py 'texts/*.txt' --run_name run1 --checkpoint best
 
 The summary goes to stderr; with --json, one JSON object on stdout as well. The flags
-(`python evaluate.py --help`) are the fields of gpt2easy.evaluate.EvaluateConfig; the same command
+(`python evaluate.py --help`) are the fields of gpt2easy.commands.EvaluateConfig; the same command
 is `gpt2easy evaluate` once installed.
 """
 

@@ -5,7 +5,7 @@ function that takes the config. `COMMANDS` maps each subcommand to both, as "mod
 imported only when that subcommand runs, so `gpt2easy --help` and a mistyped flag never wait for
 TensorFlow. Another command joins with one line:
 
-    register("evaluate", "gpt2easy.evaluate:EvaluateConfig", "gpt2easy.evaluate:main", "held-out loss")
+    register("evaluate", "gpt2easy.commands:EvaluateConfig", "gpt2easy.evaluate:main", "held-out loss")
 
 `main()` is the installed `gpt2easy` command; `script(name)` runs one command as a classic script
 (`train.py`). Both parse every flag first, then set up logging on stderr, turn a `UserError` into
@@ -56,7 +56,7 @@ register("sample", "gpt2easy.commands:SampleConfig", "gpt2easy.commands:sample",
          "continue prompts, interactively or from a pipe (interactive_conditional_samples.py)")
 register("generate", "gpt2easy.commands:GenerateConfig", "gpt2easy.commands:generate",
          "generate samples from nothing (generate_unconditional_samples.py)")
-register("evaluate", "gpt2easy.evaluate:EvaluateConfig", "gpt2easy.evaluate:main",
+register("evaluate", "gpt2easy.commands:EvaluateConfig", "gpt2easy.evaluate:main",
          "loss, perplexity and bits per byte of a model on a corpus (evaluate.py)")
 register("serve", "gpt2easy.serve:ServeConfig", "gpt2easy.serve:main",
          "a web page and OpenAI's completions API for a model (serve.py)")

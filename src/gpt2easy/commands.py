@@ -14,10 +14,10 @@ import sys
 import time
 
 from . import cli
-from .corpus import CorpusFlags
 from .folders import MODELS_DIR_HELP, ModelFlags
 from .options import opt
-from .sample import SamplingFlags
+from .sample import PRECISIONS, SamplingFlags
+from .tables import CorpusFlags
 from .train_config import TrainConfig
 
 
@@ -52,7 +52,7 @@ class EncodeConfig(CorpusFlags):
     """Encode a text file, a .csv/.jsonl table, a folder or a glob into the token archive OUT_NPZ.
 
     The flags of encode.py and `gpt2easy encode`; how text and tables are read comes from
-    `corpus.CorpusFlags`."""
+    `tables.CorpusFlags`."""
 
     in_text: str = opt(help="a text file, a .csv/.jsonl table, a folder (read recursively, in sorted "
                             "order) or a quoted glob",
@@ -135,6 +135,22 @@ class SampleConfig(SamplingFlags, ModelFlags):
                                          "with a \"prompt\" field) in batches of --batch_size, then exit")
     output: str | None = opt(None, "with --prompts_file: write one JSON line per sample (prompt, index, "
                                    "text, tokens, seed) to this file; a rerun skips prompts already in it")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateConfig(ModelFlags):
+    """The options of `evaluate.py` / `gpt2easy evaluate`."""
+
+    data: str = opt(help="text file, folder (recursive), quoted glob or .npz to score", positional=True)
+    stride: int = opt(0, "window step in tokens: each prediction after the first window sees at least "
+                         "n_ctx + 1 - stride tokens; 0 = n_ctx (no overlap, fastest)", minimum=0)
+    batch_size: int = opt(4, "windows per forward pass (124M: about 0.2 GB of logits per window)", minimum=1)
+    precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16 matmuls", choices=PRECISIONS)
+    json: bool = opt(False, "print the result as one JSON line on stdout")
+    combine: int = opt(50000, "text files are joined into chunks of at least this many characters "
+                              "(as encode.py)", minimum=0)
+    encoding: str = opt("utf-8", "text encoding of the text files")
+    checkpoint_dir: str = opt("checkpoint", "where run folders are (for --run_name)")
 
 
 PROMPT = "Model prompt >>> "

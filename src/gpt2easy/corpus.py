@@ -28,8 +28,7 @@ import numpy as np
 
 from .encoder import ENDOFTEXT, Encoder
 from .errors import UserError
-from .options import opt
-from .tables import HEADER_MODES, header_mode, is_table, normalise_newlines, read_documents
+from .tables import header_mode, is_table, normalise_newlines, read_documents
 
 BLOCK_BYTES = 1 << 20  # text read (and handed to a worker) at a time
 _SAFE_BEFORE = frozenset(chr(c) for c in range(0x21, 0x7F))
@@ -140,25 +139,6 @@ class _Piece:
     text: str
     nbytes: int  # input bytes read while making this piece (for the progress bar)
     ends_chunk: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class CorpusFlags:
-    """How text and tables are read: the flags every command that reads a corpus shares
-    (encode.py, train.py; inherit from this class)."""
-
-    keep_line_endings: bool = opt(False, "keep \\r\\n and \\r in text exactly (default: they become "
-                                         "\\n, as the classic tool's text-mode read made them)")
-    column: str | None = opt(None, "column of .csv/.jsonl files holding the text: a CSV header name "
-                                   "or 0-based index (default: the only column; JSONL: text)")
-    header: str = opt("auto", "whether the first row of .csv files is a header (auto: when --column "
-                              "is a name, or every cell of it is one word like text)",
-                      choices=HEADER_MODES)
-
-    def reading_kwargs(self) -> dict:
-        """These flags as keyword arguments of encode_stream, load_dataset and encode_to_npz."""
-        return {"keep_line_endings": self.keep_line_endings, "column": self.column,
-                "header": self.header}
 
 
 @dataclass(frozen=True)

@@ -35,30 +35,13 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .commands import EvaluateConfig
 from .errors import UserError
-from .folders import ModelFlags
-from .options import opt
+from .sample import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
 ENDOFTEXT = 50256
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EvaluateConfig(ModelFlags):
-    """The options of `evaluate.py` / `gpt2easy evaluate`."""
-
-    data: str = opt(help="text file, folder (recursive), quoted glob or .npz to score", positional=True)
-    stride: int = opt(0, "window step in tokens: each prediction after the first window sees at least "
-                         "n_ctx + 1 - stride tokens; 0 = n_ctx (no overlap, fastest)", minimum=0)
-    batch_size: int = opt(4, "windows per forward pass (124M: about 0.2 GB of logits per window)", minimum=1)
-    precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16 matmuls", choices=PRECISIONS)
-    json: bool = opt(False, "print the result as one JSON line on stdout")
-    combine: int = opt(50000, "text files are joined into chunks of at least this many characters "
-                              "(as encode.py)", minimum=0)
-    encoding: str = opt("utf-8", "text encoding of the text files")
-    checkpoint_dir: str = opt("checkpoint", "where run folders are (for --run_name)")
 
 
 @dataclasses.dataclass(frozen=True)

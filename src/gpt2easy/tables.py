@@ -24,6 +24,7 @@ and the row (and line).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
+from .options import opt
 
 logger = logging.getLogger(__name__)
 
@@ -270,3 +272,22 @@ def _read_jsonl(path: Path, encoding: str, column, header: str) -> Iterator[tupl
         yield "", src.rest()
     finally:
         src.close()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CorpusFlags:
+    """How text and tables are read: the flags every command that reads a corpus shares
+    (encode.py, train.py; inherit from this class)."""
+
+    keep_line_endings: bool = opt(False, "keep \\r\\n and \\r in text exactly (default: they become "
+                                         "\\n, as the classic tool's text-mode read made them)")
+    column: str | None = opt(None, "column of .csv/.jsonl files holding the text: a CSV header name "
+                                   "or 0-based index (default: the only column; JSONL: text)")
+    header: str = opt("auto", "whether the first row of .csv files is a header (auto: when --column "
+                              "is a name, or every cell of it is one word like text)",
+                      choices=HEADER_MODES)
+
+    def reading_kwargs(self) -> dict:
+        """These flags as keyword arguments of encode_stream, load_dataset and encode_to_npz."""
+        return {"keep_line_endings": self.keep_line_endings, "column": self.column,
+                "header": self.header}

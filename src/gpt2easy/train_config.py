@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .corpus import CorpusFlags
 from .errors import UserError
 from .folders import MODELS_DIR_HELP
 from .options import check_config, opt
+from .tables import CorpusFlags
 
 # The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, train.PRECISIONS
 # and distribute.STRATEGIES (modules that import TensorFlow).
@@ -27,7 +27,7 @@ class TrainConfig(CorpusFlags):
 
     Every setting of a training run: the flags of train.py and `gpt2easy train`. The flags that say
     how text and tables are read (--keep_line_endings, --column, --header) come from
-    `corpus.CorpusFlags`, shared with encode.py."""
+    `tables.CorpusFlags`, shared with encode.py."""
 
     dataset: str = opt(help="an .npz from encode.py, a text file, a .csv/.jsonl table, a folder (recursive) "
                             "or a quoted glob; "
