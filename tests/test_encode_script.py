@@ -29,7 +29,7 @@ def models(tmp_path_factory, vocab_dir) -> Path:
     return root
 
 
-def run_encode(root: Path, models: Path, *args: str) -> subprocess.CompletedProcess:
+def run_encode(root: Path, models: Path, *args: str, preexec_fn=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(
         [sys.executable, str(root / "encode.py"), *args, "--models_dir", str(models)],
@@ -37,7 +37,19 @@ def run_encode(root: Path, models: Path, *args: str) -> subprocess.CompletedProc
         text=True,
         timeout=120,
         env=env,
+        preexec_fn=preexec_fn,
     )
+
+
+def drop_file_permission_override() -> None:
+    """In the child before exec: remove CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set, so that even root obeys file modes (a 0500 folder is then read-only to it as to a user)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def members(path: Path) -> list[np.ndarray]:
@@ -124,8 +136,8 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(root, models, tmp_path, case):
-    if case == "unwritable output" and os.geteuid() == 0:
-        pytest.skip("root can write into a read-only folder")
+    # Root ignores file modes; its child drops that override so the read-only folder is one.
+    drop = drop_file_permission_override if case == "unwritable output" and os.geteuid() == 0 else None
     (models / "novocab").mkdir(exist_ok=True)
     (models / "novocab" / "hparams.json").write_text("{}")
     args, message = _bad_inputs(tmp_path)[case]
@@ -134,7 +146,7 @@ def test_bad_input_one_line_exit_2_nothing_written(root, models, tmp_path, case)
         i = args.index("--out")
         out = Path(args[i + 1])
         args = args[:i]
-    r = run_encode(root, models, args[0], str(out), *args[1:])
+    r = run_encode(root, models, args[0], str(out), *args[1:], preexec_fn=drop)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
