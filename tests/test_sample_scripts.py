@@ -144,8 +144,9 @@ def test_unconditional_forever_stops_cleanly_on_ctrl_c(root, models, tmp_path):
 
 
 def test_interactive_on_a_terminal_shows_the_prompt_line(root, models):
-    """On a terminal (a pty here) the classic `Model prompt >>> ` line asks for each prompt; an empty
-    answer asks again; end of input (Ctrl+D) exits 0."""
+    """On a terminal (a pty here, as stdin, stdout and stderr: Python's input() writes its prompt to
+    stderr on a terminal) the classic `Model prompt >>> ` line asks for each prompt; an empty answer
+    asks again; end of input (Ctrl+D) exits 0."""
     import pty
     import select
     import time
@@ -155,7 +156,7 @@ def test_interactive_on_a_terminal_shows_the_prompt_line(root, models):
     proc = subprocess.Popen(
         [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir", str(models),
          "--model_name", "tiny", "--length", "4", "--seed", "1"],
-        stdin=follower, stdout=follower, stderr=subprocess.PIPE, env=env, close_fds=True)
+        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
     os.close(follower)
     seen = b""
 
@@ -179,8 +180,6 @@ def test_interactive_on_a_terminal_shows_the_prompt_line(root, models):
     finally:
         proc.kill()
         os.close(leader)
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
     text = seen.decode().replace("\r\n", "\n")
-    assert text.count("Model prompt >>> ") == 3 and "Prompt should not be empty!" in err
+    assert text.count("Model prompt >>> ") == 3 and "Prompt should not be empty!" in text
     assert "Model prompt >>> Hello\n" + BANNER.format(1) + "\n" in text  # the echo, then the sample
