@@ -180,3 +180,66 @@ def test_starts_without_tensorflow(root):
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants, summed (from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):  # it ended meanwhile
+            pass
+    return total
+
+
+MEMORY_TEST_MB = int(os.environ.get("GPT2EASY_MEMORY_TEST_MB", "150"))
+MEMORY_BOUND_MIB = 400  # the README: 1 GB encodes in about 310 MiB, all processes summed
+
+
+def encode_peak_rss(root: Path, models: Path, folder: Path, megabytes: int) -> int:
+    """Peak resident bytes of encode.py and its workers (two), summed, sampled every 20 ms, on one
+    file of `megabytes` MB of varied text; also checks the whole file was encoded."""
+    import time
+
+    words = np.random.default_rng(0).choice(
+        ["the", "King", "of", "Denmark", "cried", "O", "villain!", "\n", "thou", "1599,", "\u2014",
+         "\u00e9", "speak", "Hamlet", "  ", "to", "be,", "or", "not", "12.5"], size=400_000)
+    block = " ".join(words).encode("utf-8")
+    big = folder / f"big{megabytes}.txt"
+    with open(big, "wb") as f:
+        while f.tell() < megabytes * 10**6:
+            f.write(block)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = folder / f"big{megabytes}.npz"
+    proc = subprocess.Popen([sys.executable, str(root / "encode.py"), str(big), str(out), "--models_dir",
+                             str(models), "--workers", "2"], stderr=subprocess.PIPE, text=True, env=env)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.02)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.returncode == 0, err[-2000:]
+    members = np.load(out)
+    assert sum(members[k].size for k in members.files) > big.stat().st_size // 5  # all encoded
+    big.unlink()
+    out.unlink()
+    return peak
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux only)")
+def test_memory_stays_bounded_on_a_big_file(root, models, tmp_path):
+    """Streaming: the peak memory of encode.py (all processes) does not grow with the file. A file
+    of MEMORY_TEST_MB MB (default 150) peaks within 40 MiB of one a third its size, and under
+    MEMORY_BOUND_MIB (the README's figure for 1 GB, with room for noise)."""
+    small = encode_peak_rss(root, models, tmp_path, MEMORY_TEST_MB // 3)
+    big = encode_peak_rss(root, models, tmp_path, MEMORY_TEST_MB)
+    grown = (big - small) / 2**20
+    assert grown < 40, f"peak grew by {grown:.0f} MiB from {MEMORY_TEST_MB // 3} to {MEMORY_TEST_MB} MB"
+    assert big < MEMORY_BOUND_MIB * 2**20, f"peak {big / 2**20:.0f} MiB"
