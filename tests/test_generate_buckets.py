@@ -16,8 +16,9 @@ from gpt2easy.model import GPT2, model
 
 HP = HParams(n_vocab=64, n_ctx=512, n_embd=16, n_head=2, n_layer=2)
 
-# (prompt tokens, new tokens): cache buckets 128, 256 (prompt under and over 128), 384, 512.
-CASES = [(100, 28), (120, 20), (130, 12), (250, 20), (300, 40), (500, 13)]
+# (prompt tokens, new tokens): cache buckets 128, 256 (129 positions: one past the edge; prompt
+# under and over 128), 384, 512.
+CASES = [(100, 28), (120, 10), (120, 20), (130, 12), (250, 20), (300, 40), (500, 13)]
 
 
 @pytest.fixture(scope="module")
