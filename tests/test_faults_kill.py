@@ -159,7 +159,7 @@ def stop_at(run: Run, run_dir: Path, target: str, sig: int, rng: random.Random) 
             run.wait_for(lambda line: SAVED_LINE.match(line) is not None)
         if target == "save":  # a tiny model saves in milliseconds: wait for its temporary files
             watch_save(run, run_dir, step_of(line))
-        time.sleep(rng.uniform(0.0, {"save": 0.02, "sample": 0.15, "step": 0.05}[target]))
+        time.sleep(rng.uniform(0.0, {"save": 0.005, "sample": 0.15, "step": 0.05}[target]))
     run.proc.send_signal(sig)
 
 
