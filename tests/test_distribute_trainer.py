@@ -106,3 +106,27 @@ def test_trainer_sigterm_on_the_other_worker_stops_both_with_the_chiefs_save(tmp
     assert "error" not in chief and chief["step"] == other["step"] >= 3
     prefix = tmp_path / "checkpoint" / "run1" / f"model-{chief['step']}"
     assert int(read_tensors(str(prefix), ["train/step"])["train/step"]) == chief["step"]
+
+
+@pytest.mark.slow
+def test_without_seed_every_worker_uses_the_chiefs_random_seed(tmp_path, make_model):
+    """No --seed: the chief draws one and every worker trains with it (different seeds would mean
+    different data orders: the workers would refuse to start, or silently train on other windows)."""
+    import re
+
+    make_model(tmp_path / "models" / "tiny", HP)
+    save_npz(tmp_path / "corpus.npz", [np.random.default_rng(5).integers(0, HP.n_vocab, 500)],
+             HP.n_vocab)
+    cfg = dict(dataset="corpus.npz", models_dir="models", model_name="tiny", steps=2,
+               sample_every=10**6, save_every=10**6, batch_size=1, strategy="multi_worker")
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = [launch(tmp_path, f"w{i}", cfg, tf_config_text=tf_config({"worker": hosts}, "worker", i))
+             for i in range(2)]
+    wait_all(procs, tmp_path)
+    runs = [json.loads((tmp_path / f"w{i}.json").read_text()) for i in range(2)]
+    assert all("error" not in r and r["step"] == 2 for r in runs), runs
+    logged = [re.findall(r"seed (\d+),", (tmp_path / f"w{i}.log").read_text()) for i in range(2)]
+    assert logged[0] and logged[0] == logged[1] == [str(runs[0]["seed"])], logged
+    assert runs[0]["seed"] == runs[1]["seed"]
+    saved = read_tensors(str(tmp_path / "checkpoint" / "run1" / "model-2"), ["train/seed"])
+    assert int(saved["train/seed"]) == runs[0]["seed"]

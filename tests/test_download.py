@@ -43,6 +43,7 @@ class FakeServer:
         self.no_head = False
         self.delay = 0.0
         self.die_gets = 0  # this many GETs of the big file send half the body and hang up
+        self.fail_5xx: list[int] = []  # the next requests answer these status codes (500, 503, ...)
         self.requests: list[tuple[str, str, str | None]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.fake = self  # type: ignore[attr-defined]
@@ -75,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake.requests.append((self.command, self.path, self.headers.get("Range")))
         if fake.delay:
             time.sleep(fake.delay)
+        if fake.fail_5xx:
+            self.send_error(fake.fail_5xx.pop(0))
+            return
         if not body and fake.no_head:
             self.send_error(501)
             return
@@ -283,6 +287,21 @@ def test_retries_are_bounded(tmp_path, server, sleeps):
     assert not (tmp_path / "124M" / BIG).exists()
 
 
+def test_http_5xx_is_retried_and_the_download_completes(tmp_path, server, files, sleeps):
+    server.fail_5xx = [503, 500, 502]
+    fetch(tmp_path, server, retries=3, backoff=0.5)
+    assert sleeps == [0.5, 1.0, 2.0]
+    assert [r[1] for r in server.requests[:4]] == ["/124M/checkpoint"] * 4  # the same file again
+    assert_identical(tmp_path / "124M", files)
+
+
+def test_http_5xx_retries_are_bounded(tmp_path, server, sleeps):
+    server.fail_5xx = [503] * 10
+    with pytest.raises(UserError, match=r"HTTP 503 .*\(after 3 tries\)"):
+        fetch(tmp_path, server, retries=2)
+    assert len(sleeps) == 2 and len(server.requests) == 3
+
+
 def test_http_404_is_a_one_line_error(tmp_path, server, sleeps):
     with pytest.raises(UserError) as info:
         fetch(tmp_path, server, name="355M")
@@ -393,3 +412,79 @@ def test_script_errors_are_one_line_with_exit_code_2(root, tmp_path, server, cas
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("download_model.py: error: ") and expected in lines[0]
+
+
+# --- proxies ------------------------------------------------------------------------------------
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy: records each request line's target and fetches it from the fake server
+    whatever host it names (so a host that exists nowhere is reachable only through the proxy);
+    refuses CONNECT (HTTPS tunnels) with 502 after recording it."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_CONNECT(self) -> None:
+        self.server.seen.append(("CONNECT", self.path))  # type: ignore[attr-defined]
+        self.send_error(502)
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_HEAD(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        import http.client
+        import urllib.parse
+
+        self.server.seen.append((self.command, self.path))  # type: ignore[attr-defined]
+        conn = http.client.HTTPConnection(*self.server.target, timeout=30)  # type: ignore[attr-defined]
+        headers = {"Range": self.headers["Range"]} if self.headers.get("Range") else {}
+        conn.request(self.command, urllib.parse.urlsplit(self.path).path, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() in ("content-length", "content-range"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+        conn.close()
+
+
+@pytest.fixture
+def proxy(server, monkeypatch):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    httpd.seen, httpd.target = [], server.httpd.server_address
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    # urllib's default opener reads the proxy variables once, when first built; a user's process
+    # has them from its start, this test sets them late: build it afresh.
+    monkeypatch.setattr(urllib.request, "_opener", None)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("var", ["http_proxy", "HTTP_PROXY"])
+def test_http_proxy_carries_the_download(tmp_path, server, files, proxy, monkeypatch, var):
+    httpd, url = proxy
+    monkeypatch.setenv(var, url)
+    fetch(tmp_path, "http://models.invalid")  # .invalid never resolves: only the proxy knows it
+    assert_identical(tmp_path / "124M", files)
+    assert {target for _, target in httpd.seen} == {f"http://models.invalid/124M/{n}" for n in files}
+    assert len(server.requests) == len(httpd.seen)
+
+
+def test_https_proxy_is_asked_for_a_tunnel(tmp_path, server, proxy, monkeypatch, sleeps):
+    httpd, url = proxy
+    monkeypatch.setenv("https_proxy", url)
+    with pytest.raises(UserError) as info:
+        fetch(tmp_path, "https://models.invalid")
+    assert httpd.seen and httpd.seen[0] == ("CONNECT", "models.invalid:443")
+    assert "\n" not in str(info.value) and server.requests == []

@@ -186,7 +186,8 @@ def tiny_disk(tmp_path):
     """A 256 KiB tmpfs (skips where mounting is not permitted)."""
     path = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
     if not _mount_tmpfs(path, "256k"):
-        pytest.skip("cannot mount a tmpfs here (needs root); RLIMIT_FSIZE test covers EFBIG")
+        pytest.skip("mounting a tmpfs needs root (CI runs as root, so this runs there; a user's "
+                    "namespace mount would be invisible to this process); RLIMIT_FSIZE covers EFBIG")
     yield path
     subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
@@ -335,7 +336,7 @@ def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, make_model)
     exit 2 and one line naming it; the previous checkpoint still loads and can be resumed from."""
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "24m"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        pytest.skip("mounting a tmpfs needs root (CI runs as root, so this runs there)")
     try:
         hp = HParams(n_vocab=50257, n_ctx=32, n_embd=16, n_head=2, n_layer=2)  # ~10 MB a save
         make_model(tmp_path / "models" / "tiny", hp)

@@ -225,6 +225,52 @@ def test_streaming_waits_for_whole_characters(encoder):
     assert "".join(pieces) == "caf\u00e9 \U0001f600!" and "\ufffd" not in "".join(pieces)
 
 
+class Recorder:
+    """An `out` for stream_samples that notes, for each write, how many steps had been generated."""
+
+    def __init__(self, generator):
+        self.generator, self.writes = generator, []
+
+    def write(self, text):
+        self.writes.append((self.generator.steps, text))
+
+    def flush(self):
+        pass
+
+
+class CountingGenerator(FakeGenerator):
+    def __init__(self, rows):
+        super().__init__(rows)
+        self.steps = 0
+
+    def generate(self, prompts, length, controls, finished):
+        for step in super().generate(prompts, length, controls, finished):
+            self.steps += 1
+            yield step
+
+
+def test_batch_streams_the_first_sample_and_prints_the_others_when_done(encoder):
+    """With a batch of 3: sample 1 is written piece by piece while the batch is being generated;
+    samples 2 and 3 are written whole, after the last step, each under its own banner."""
+    texts = ["one two three four five", "alpha beta gamma delta", "red green blue"]
+    rows = [encoder.encode(t) for t in texts]
+    length = max(map(len, rows))
+    gen = CountingGenerator(rows)
+    out = Recorder(gen)
+    got = sample.stream_samples(gen, encoder, [1], 3, sample.Settings(length=length), 0, 4, out)
+    assert got == texts and gen.steps == length
+    first = [(step, text) for step, text in out.writes[1:] if text and not text.startswith("=")]
+    first = first[: next(i for i, (_, t) in enumerate(first) if t.endswith("\n")) + 1]
+    assert "".join(t for _, t in first) == texts[0] + "\n"
+    assert len({step for step, _ in first}) >= 4 and first[0][0] < length  # streamed
+    rest = out.writes[out.writes.index((length, sample.banner(5) + "\n")):]
+    assert all(step == length for step, _ in rest)  # written after the batch was done
+    assert texts[1] in [t for _, t in rest] and texts[2] in [t for _, t in rest]  # each whole
+    assert "".join(t for _, t in rest) == "".join(f"{sample.banner(n)}\n{t}\n" for n, t in
+                                                  [(5, texts[1]), (6, texts[2])])
+    assert out.writes[0] == (0, sample.banner(4) + "\n")
+
+
 def test_parse_stops():
     assert sample.parse_stops(None) == ()
     assert sample.parse_stops("\\n\\n") == ("\n\n",)

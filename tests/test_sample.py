@@ -133,3 +133,68 @@ def test_same_seed_same_draws_under_xla_and_not():
         eager = draw(logits, tf.constant(k), tf.constant(p)).numpy()
         np.testing.assert_array_equal(eager, compiled(logits, tf.constant(k), tf.constant(p)))
     assert compiled.experimental_get_tracing_count() == 1  # controls are tensors: no retrace
+
+
+# --- the order of top-k and top-p ---------------------------------------------------------------
+
+
+def kept_k_then_p(probs: np.ndarray, k: int, p: float) -> set[int]:
+    """NumPy reference of the documented order: top-k, renormalize, then the nucleus of what is left."""
+    order = np.argsort(-probs, kind="stable")[:k]
+    mass = probs[order] / probs[order].sum()
+    n = int(np.searchsorted(np.cumsum(mass), p)) + 1  # the token that reaches p is kept
+    return set(order[:n].tolist())
+
+
+def kept_p_then_k(probs: np.ndarray, k: int, p: float) -> set[int]:
+    """The other order (nucleus of the whole distribution, then the k largest of it)."""
+    order = np.argsort(-probs, kind="stable")
+    n = int(np.searchsorted(np.cumsum(probs[order]), p)) + 1
+    return set(order[: min(n, k)].tolist())
+
+
+def orders_disagree(n_vocab: int, k: int) -> tuple[np.ndarray, float]:
+    """Probabilities (distinct, no ties) and a p for which the two orders keep different sets: one
+    large token just under p of the whole mass, which reaches p only once the tail beyond k is cut."""
+    rng = np.random.default_rng(0)
+    probs = np.concatenate([[0.5], rng.uniform(1.0, 2.0, k - 1) * 0.4 / (k - 1),
+                            rng.uniform(0.1, 0.5, n_vocab - k) * 0.1 / (n_vocab - k)])
+    probs = probs / probs.sum()
+    head = probs[0] / np.sort(probs)[::-1][:k].sum()  # its share after top-k
+    return probs, float((probs[0] + head) / 2)
+
+
+@pytest.mark.parametrize("n_vocab, k", [(8, 3), (200, 100)])  # fast path (k <= 64) and general path
+def test_top_k_applies_before_top_p(n_vocab, k):
+    probs, p = orders_disagree(n_vocab, k)
+    expected = kept_k_then_p(probs, k, p)
+    assert expected != kept_p_then_k(probs, k, p)  # the case tells the orders apart
+    assert expected == {0}
+    counts = draws(np.log(probs)[None, :], n=2000, top_k=k, top_p=p)
+    assert set(np.flatnonzero(counts)) == expected
+    filtered = sampling.top_p_filter(sampling.top_k_filter(np.log(probs)[None, :].astype(np.float32), k), p)
+    assert set(kept(filtered)[0]) == expected
+
+
+def test_training_samples_let_top_p_replace_top_k(tmp_path, vocab_dir):
+    """train.py's samples keep nshepperd's rule: --top_p > 0 replaces --top_k (top_k is then off)."""
+    from gpt2easy.generate import Controls, Generator
+    from gpt2easy.hparams import HParams
+    from gpt2easy.model import GPT2, initial_weights
+    from gpt2easy.training_samples import SampleWriter
+
+    hp = HParams(n_vocab=300, n_ctx=32, n_embd=32, n_head=2, n_layer=2)
+    gpt = GPT2(hp, initial_weights(hp, 0))
+    common = dict(seed=1, length=12, num=2, batch_size=2, precision="fp32", encoding="utf-8")
+
+    def reference(top_k: int, top_p: float) -> np.ndarray:
+        gen = Generator(gpt, "fp32")
+        controls = Controls.make(seed=(1, 2), temperature=1.0, top_k=top_k, top_p=top_p)
+        prompts = np.full([2, 1], 7, np.int32)
+        return np.stack([t for t, _ in gen.generate(prompts, 12, controls)], axis=1)
+
+    got = SampleWriter(gpt, vocab_dir, tmp_path, top_k=1, top_p=0.95, **common).generate(7, (1, 2))[:, 1:]
+    np.testing.assert_array_equal(got, reference(0, 0.95))
+    assert not np.array_equal(got, reference(1, 0.95))  # top_k 1 would be greedy
+    got = SampleWriter(gpt, vocab_dir, tmp_path, top_k=1, top_p=0.0, **common).generate(7, (1, 2))[:, 1:]
+    np.testing.assert_array_equal(got, reference(1, 1.0))

@@ -52,7 +52,7 @@ def test_interactive_piped_prompts(root, models):
     assert "Traceback" not in out.stderr
     again = interactive(root, models, "--length", 5, "--nsamples", 4, "--batch_size", 2, "--seed", 7,
                         "--top_k", 10, stdin="Hello\n\nworld\n")  # fmt: skip
-    assert again.stdout == out.stdout  # same seed, same text
+    assert again.returncode == 0 and again.stdout == out.stdout  # same seed, same text
 
 
 def test_interactive_end_of_input_exits_quietly(root, models):
@@ -71,7 +71,8 @@ def test_interactive_from_a_run_and_a_chosen_checkpoint(root, models, tmp_path, 
                     stdin="Hi\n", cwd=tmp_path)  # fmt: skip
     by_step3 = run("interactive_conditional_samples.py", root, "--checkpoint",
                    run_dir / "model-3", *args, stdin="Hi\n", cwd=tmp_path)  # fmt: skip
-    assert by_run.returncode == 0, by_run.stderr
+    for out in (by_run, by_prefix, by_step3):  # a crash's empty output must not pass as "different"
+        assert out.returncode == 0 and out.stdout.startswith(BANNER.format(1)), out.stderr[-2000:]
     assert by_run.stdout == by_prefix.stdout != by_step3.stdout
 
 
@@ -141,3 +142,45 @@ def test_unconditional_forever_stops_cleanly_on_ctrl_c(root, models, tmp_path):
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "wrote " in err
     assert target.read_text(encoding="utf-8").startswith(BANNER.format(1))
+
+
+def test_interactive_on_a_terminal_shows_the_prompt_line(root, models):
+    """On a terminal (a pty here, as stdin, stdout and stderr: Python's input() writes its prompt to
+    stderr on a terminal) the classic `Model prompt >>> ` line asks for each prompt; an empty answer
+    asks again; end of input (Ctrl+D) exits 0."""
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir", str(models),
+         "--model_name", "tiny", "--length", "4", "--seed", "1"],
+        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes, count: int = 1) -> None:
+        nonlocal seen
+        deadline = time.time() + 240
+        while seen.count(marker) < count:
+            assert time.time() < deadline and proc.poll() is None, (seen, proc.poll())
+            if select.select([leader], [], [], 1)[0]:
+                seen += os.read(leader, 4096)
+
+    try:
+        read_until(b"Model prompt >>> ")
+        os.write(leader, b"\n")  # empty: asked again
+        read_until(b"Model prompt >>> ", 2)
+        os.write(leader, b"Hello\n")
+        read_until(b"=" * 80)
+        read_until(b"Model prompt >>> ", 3)
+        os.write(leader, b"\x04")  # Ctrl+D: end of input
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        os.close(leader)
+    text = seen.decode().replace("\r\n", "\n")
+    assert text.count("Model prompt >>> ") == 3 and "Prompt should not be empty!" in text
+    assert "Model prompt >>> Hello\n" + BANNER.format(1) + "\n" in text  # the echo, then the sample
