@@ -298,7 +298,7 @@ def test_load_errors(tiny):
         gpt2easy.load(models_dir="models", model_name="nope")
     with pytest.raises(UserError, match="run 'nothing' not found"):
         gpt2easy.load(run_name="nothing")
-    with pytest.raises(UserError, match="--precision must be fp32 or bf16"):
+    with pytest.raises(UserError, match="--precision must be auto, fp32 or bf16"):
         gpt2easy.load(models_dir="models", model_name="tiny", precision="fp8")
     with pytest.raises(UserError, match="--model_name must be str, got 124"):
         gpt2easy.load(model_name=124)

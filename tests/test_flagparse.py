@@ -117,7 +117,7 @@ def test_stop_strings_as_fire_read_them():
     (["--top_p", "1.5"], r"^--top_p must be between 0 and 1, got 1\.5$"),
     (["--noise", "1"], r"^--noise must be at least 0 and < 1, got 1$"),
     (["--optimizer", "adagrad"], r"^--optimizer must be one of adam, adamw, sgd, got 'adagrad'$"),
-    (["--precision", "fp8"], r"^--precision must be fp32 or bf16, got 'fp8'$"),
+    (["--precision", "fp8"], r"^--precision must be auto, fp32 or bf16, got 'fp8'$"),
     (["--xla=maybe"], r"^--xla must be True or False, got 'maybe'$"),
     (["--run_name="], r"^--run_name got an empty value"),
     (["--steps", ""], r"^--steps got an empty value; it takes a whole number"),
@@ -195,7 +195,7 @@ def test_train_choices_are_those_of_the_modules_that_check_them():
 
     assert train_config.OPTIMIZERS == optim.OPTIMIZERS
     assert train_config.LR_DECAYS == optim.LR_DECAYS
-    assert set(train_config.PRECISIONS) == set(train.PRECISIONS)
+    assert set(train_config.PRECISIONS) == {"auto", *train.PRECISIONS}
     assert train_config.STRATEGIES == distribute.STRATEGIES
 
 

@@ -58,3 +58,39 @@ def test_enable_sets_flag_once_and_can_be_off(tmp_path):
     off = subprocess.run([sys.executable, "-c", code], env={**env, "GPT2EASY_XLA_CACHE": "0"}, cwd=root,
                          capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
     assert off == ["None", "--tf_xla_auto_jit=0"]
+
+
+def test_auto_precision_reaches_the_generator_and_the_trainer(monkeypatch, tmp_path):
+    """`--precision auto` is resolved where the work starts: the generator's matrices and the
+    training step take the dtype the machine's bf16 support picks."""
+    import dataclasses
+
+    import numpy as np
+    import tensorflow as tf
+
+    from gpt2easy import trainer
+    from gpt2easy.generate import Generator
+    from gpt2easy.hparams import HParams
+    from gpt2easy.model import GPT2
+
+    gpt = GPT2(HParams(n_vocab=80, n_ctx=16, n_embd=16, n_head=2, n_layer=1), seed=1)
+    monkeypatch.setattr(machine, "has_gpu", lambda: False)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert Generator(gpt, "auto").dtype == tf.float32
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert Generator(gpt, "auto").dtype == tf.bfloat16
+
+    seen = {}
+
+    def check(cfg):  # the first thing train() does with the config: record it and stop
+        seen["p"] = cfg.precision
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(trainer.TrainConfig, "check", check)
+    cfg = trainer.TrainConfig(dataset=str(tmp_path / "x.npz"), precision="auto")
+    np.savez(tmp_path / "x.npz", np.arange(10, dtype=np.uint16))
+    try:
+        trainer.train(dataclasses.replace(cfg))
+    except RuntimeError:
+        pass
+    assert seen["p"] == "bf16"

@@ -139,8 +139,11 @@ class Scorer:
     its Scorer between calls)."""
 
     def __init__(self, gpt, precision: str = "fp32"):
+        from .machine import resolve_precision
+
+        precision = resolve_precision(precision)
         if precision not in PRECISIONS:
-            raise UserError(f"--precision must be fp32 or bf16, got {precision!r}")
+            raise UserError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
         self.gpt, self.precision = gpt, precision
         self._fns: dict[tuple[int, int], object] = {}
 
@@ -255,7 +258,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
     if cfg.stride < 0:
         raise UserError(f"--stride must be 0 (= n_ctx) or more, got {cfg.stride}")
     if cfg.precision not in PRECISIONS:
-        raise UserError(f"--precision must be fp32 or bf16, got {cfg.precision!r}")
+        raise UserError(f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}")
     hp, folder, prefix = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
                                     cfg.checkpoint_dir)
     if cfg.stride > hp.n_ctx:

@@ -120,6 +120,9 @@ class Generator:
     """Generates token ids from a `GPT2` model; see the module docstring."""
 
     def __init__(self, model, precision: str = "fp32"):
+        from .machine import resolve_precision
+
+        precision = resolve_precision(precision)
         if precision not in DTYPES:
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.hp = model.hparams

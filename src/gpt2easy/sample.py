@@ -28,7 +28,7 @@ from .options import check_value, opt, options_of
 logger = logging.getLogger(__name__)
 
 ENDOFTEXT = 50256
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where native (machine.resolve_precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +78,9 @@ class SamplingFlags:
                                     "ends just before it")
     stop_at_endoftext: bool = opt(True, "end a sample at <|endoftext|> (not shown); off: keep going "
                                         "and show it, as the classic script did")
-    precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16 (faster where the CPU "
-                                 "has native bf16)", choices=PRECISIONS)
+    precision: str = opt("fp32", "fp32 (exactly the reference model), bf16 (faster where the CPU "
+                                 "has native bf16), or auto (bf16 where native, else fp32)",
+                       choices=PRECISIONS)
 
 
 def _number(name: str, value, kind: type):

@@ -14,10 +14,11 @@ from .options import check_config, opt
 from .tables import CorpusFlags
 
 # The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, train.PRECISIONS
+# (plus auto, resolved by machine.resolve_precision)
 # and distribute.STRATEGIES (modules that import TensorFlow).
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_DECAYS = ("none", "cosine", "linear")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 

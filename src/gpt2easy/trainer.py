@@ -13,6 +13,7 @@ an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -94,6 +95,10 @@ class StopFlag:
 
 def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> dict:
     """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples)."""
+    if cfg.precision == "auto":
+        from .machine import resolve_precision
+
+        cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision))
     cfg.check()
     run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
     # First TensorFlow call: multi_worker must set up collectives before the runtime starts.
