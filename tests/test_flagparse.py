@@ -117,7 +117,7 @@ def test_stop_strings_as_fire_read_them():
     (["--top_p", "1.5"], r"^--top_p must be between 0 and 1, got 1\.5$"),
     (["--noise", "1"], r"^--noise must be at least 0 and < 1, got 1$"),
     (["--optimizer", "adagrad"], r"^--optimizer must be one of adam, adamw, sgd, got 'adagrad'$"),
-    (["--precision", "fp8"], r"^--precision must be auto, fp32 or bf16, got 'fp8'$"),
+    (["--precision", "fp8"], r"^--precision must be one of auto, fp32, bf16, got 'fp8'$"),
     (["--xla=maybe"], r"^--xla must be True or False, got 'maybe'$"),
     (["--run_name="], r"^--run_name got an empty value"),
     (["--steps", ""], r"^--steps got an empty value; it takes a whole number"),

@@ -133,7 +133,7 @@ GOOD = dict(nsamples=4, batch_size=2, length=10, temperature=0.8, top_k=40, top_
         (dict(top_k=2.5), "whole number"),
         (dict(top_p=1.5), "--top_p"),
         (dict(repetition_penalty=0), "--repetition_penalty"),
-        (dict(precision="fp16"), "--precision must be auto, fp32 or bf16"),
+        (dict(precision="fp16"), "--precision must be one of auto, fp32, bf16"),
         (dict(seed="x"), "--seed must be a number"),
     ],
 )

@@ -51,7 +51,7 @@ def test_serve_script_serves_and_stops_on_ctrl_c(root, tiny_models):  # noqa: F8
 @pytest.mark.parametrize("args, message", [
     (("--port", 70000), "--port must be between 0 and 65535"),
     (("--bogus", 1), "unknown flag --bogus"),
-    (("--precision", "fp8"), "--precision must be auto, fp32 or bf16, got 'fp8'"),
+    (("--precision", "fp8"), "--precision must be one of auto, fp32, bf16, got 'fp8'"),
     (("--max_queue", 0), "--max_queue must be at least 1"),
     (("--model_name", "nothere"), "model 'nothere' not found"),
 ])  # fmt: skip

@@ -143,7 +143,7 @@ class Scorer:
 
         precision = resolve_precision(precision)
         if precision not in PRECISIONS:
-            raise UserError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+            raise UserError(f"--precision must be one of auto, fp32, bf16, got {precision!r}")
         self.gpt, self.precision = gpt, precision
         self._fns: dict[tuple[int, int], object] = {}
 
@@ -258,7 +258,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
     if cfg.stride < 0:
         raise UserError(f"--stride must be 0 (= n_ctx) or more, got {cfg.stride}")
     if cfg.precision not in PRECISIONS:
-        raise UserError(f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}")
+        raise UserError(f"--precision must be one of auto, fp32, bf16, got {cfg.precision!r}")
     hp, folder, prefix = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
                                     cfg.checkpoint_dir)
     if cfg.stride > hp.n_ctx:
