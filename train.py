@@ -22,7 +22,7 @@ from gpt2easy.folders import DEFAULT_MODELS_DIR  # noqa: E402
 
 TEXT_FLAGS = ("dataset", "model_name", "models_dir", "encoding", "restore_from", "run_name",
               "val_dataset", "checkpoint_dir", "sample_dir", "optimizer", "lr_decay", "precision",
-              "strategy")
+              "strategy", "save_optimizer")
 
 
 @fire.decorators.SetParseFn(str, *TEXT_FLAGS)
@@ -66,6 +66,7 @@ def train(
     precision: str = "fp32",
     xla: bool = False,
     strategy: str = "auto",
+    save_optimizer: str = "newest",
     verbose: bool = False,
 ) -> None:
     """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME.
@@ -118,6 +119,8 @@ def train(
         strategy: auto (one device, or every GPU of this machine when it has several), default
             (one device), mirrored (every GPU of this machine), or multi_worker (the machines
             listed in the TF_CONFIG variable; run train.py on each, only the chief writes).
+        save_optimizer: checkpoints that keep their optimizer slots (model-N.optimizer, twice the
+            weights' size): newest (the one a resume continues from), all, or none.
         verbose: more logging.
     """
     del verbose  # read by cli.run
@@ -143,7 +146,7 @@ def train(
         checkpoint_dir=checkpoint_dir, sample_dir=sample_dir, warmup_steps=int(warmup_steps),
         lr_decay=lr_decay, lr_decay_steps=optional(lr_decay_steps), min_lr=float(min_lr),
         grad_clip=float(grad_clip), weight_decay=float(weight_decay), precision=precision,
-        xla=bool(xla), strategy=strategy)
+        xla=bool(xla), strategy=strategy, save_optimizer=save_optimizer)
 
     def show(text: str) -> None:
         print(text, flush=True)

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from . import distribute, runfolder
+from . import distribute, hf, runfolder
 from .corpus import list_files
 from .dataset import Sampler, load_dataset
 from .errors import UserError
@@ -36,6 +36,7 @@ from .folders import model_dir
 from .hparams import HParams
 from .model import GPT2
 from .optim import Optimizer, Schedule
+from .options import opt
 from .train import EvalLoss, StepConfig, TrainStep
 from .training_samples import SampleWriter
 
@@ -95,6 +96,9 @@ class TrainConfig:
     precision: str = "fp32"
     xla: bool = False
     strategy: str = "auto"
+    save_optimizer: str = opt("newest", "checkpoints that keep their optimizer slots (the newest only, "
+                              "all, or none: a resume then restarts the optimizer)",
+                              choices=runfolder.SAVE_OPTIMIZER)
 
     def check(self) -> None:
         """One-line UserErrors for flags that cannot work, before anything slow happens."""
@@ -114,6 +118,9 @@ class TrainConfig:
             raise UserError(f"--sample_length must be > 0, got {self.sample_length}")
         if "/" in self.run_name or self.run_name in ("", ".", ".."):
             raise UserError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+        if self.save_optimizer not in runfolder.SAVE_OPTIMIZER:
+            raise UserError(f"--save_optimizer must be one of {', '.join(runfolder.SAVE_OPTIMIZER)}, "
+                            f"got {self.save_optimizer!r}")
         if self.strategy not in distribute.STRATEGIES:
             raise UserError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, "
                             f"got {self.strategy!r}")
@@ -187,7 +194,7 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
 def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.Strategy,
            chief: bool) -> dict:
     src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
-    hp = HParams.from_json(src / "hparams.json")
+    hp = hf.read_hparams(src)
     sample_length = cfg.sample_length or hp.n_ctx - 1
     if sample_length > hp.n_ctx:
         raise UserError(f"--sample_length {sample_length} is too long: the model has {hp.n_ctx} "
@@ -248,7 +255,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
         prefix = runfolder.save(
             run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
-            max_to_keep=cfg.max_checkpoints)
+            max_to_keep=cfg.max_checkpoints, save_optimizer=cfg.save_optimizer)
         logger.info("saved %s", runfolder.relpath(prefix))
         return prefix
 
