@@ -2,10 +2,10 @@
 
 A folder as `transformers` saves it: `config.json` (GPT-2 architecture and sizes),
 `model.safetensors` (the weights under transformers' names), `generation_config.json`, and the
-tokenizer as `vocab.json` + `merges.txt` (byte for byte OpenAI's `encoder.json` + `vocab.bpe`) and/or
-`tokenizer.json`. Such a folder is a model folder here: `read_hparams`, `vocab_texts` and
-`read_tensors` give hparams, vocabulary and OpenAI-named weights from it, and `write_folder` makes
-one from any of our models (what `export.py --format hf` writes).
+tokenizer as `vocab.json` + `merges.txt` (byte for byte OpenAI's `encoder.json` + `vocab.bpe`)
+and/or `tokenizer.json` (what transformers 5 writes alone). Such a folder is a model folder here:
+`read_hparams`, `vocab_texts` and `read_tensors` give hparams, vocabulary and OpenAI-named weights
+from it, and `write_folder` makes one from any of our models (what `export.py --format hf` writes).
 
 Names: transformers' `Conv1D` stores `[n_in, n_out]` like OpenAI's `[1, n_in, n_out]` convolutions,
 so weights map one to one (`transformer.h.3.attn.c_attn.weight` <-> `model/h3/attn/c_attn/w`) with
@@ -284,7 +284,27 @@ def vocab_texts(folder: str | Path) -> tuple[str, str]:
     if not isinstance(vocab, dict) or not isinstance(merges, list):
         raise UserError(f"{first}: no BPE vocabulary and merges inside")
     lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
-    return json.dumps(vocab, ensure_ascii=False), "#version: 0.2\n" + "\n".join(lines) + "\n"
+    return json.dumps(vocab), "#version: 0.2\n" + "\n".join(lines) + "\n"
+
+
+def tokenizer_json(encoder_text: str, merges_text: str) -> dict:
+    """`tokenizer.json` of GPT-2's tokenizer over this vocabulary, as `tokenizers` writes it."""
+    encoder = json.loads(encoder_text)
+    merges = [line.split() for line in merges_text.split("\n")[1:] if line.strip()]
+    added = [{"id": encoder[ENDOFTEXT], "content": ENDOFTEXT, "single_word": False, "lstrip": False,
+              "rstrip": False, "normalized": False, "special": True}] if ENDOFTEXT in encoder else []
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    sequence = [{"Sequence": {"id": "A", "type_id": 0}}]
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": None, "pre_tokenizer": byte_level,
+            "post_processor": {"type": "TemplateProcessing", "single": sequence,
+                               "pair": [*sequence, {"Sequence": {"id": "B", "type_id": 1}}],
+                               "special_tokens": {}},
+            "decoder": {**byte_level, "add_prefix_space": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
+                      "byte_fallback": False, "ignore_merges": False, "vocab": encoder,
+                      "merges": merges}}
 
 
 def eot_id(encoder_text: str, hp: HParams) -> int:
@@ -303,6 +323,8 @@ def write_folder(out: str | Path, hp: HParams, weights: dict[str, np.ndarray], v
     write_weights(out / "model.safetensors", weights, dtype)
     atomic_write_text(out / "vocab.json", encoder_text)
     atomic_write_text(out / "merges.txt", merges_text)
+    atomic_write_text(out / HF_TOKENIZER, json.dumps(tokenizer_json(encoder_text, merges_text),
+                                                     ensure_ascii=False) + "\n")
     token = ENDOFTEXT if json.loads(encoder_text).get(ENDOFTEXT) == eot else None
     tokenizer_config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": hp.n_ctx,
                         "bos_token": token, "eos_token": token, "unk_token": token,
@@ -311,5 +333,5 @@ def write_folder(out: str | Path, hp: HParams, weights: dict[str, np.ndarray], v
     atomic_write_text(out / "generation_config.json",
                       json.dumps({"bos_token_id": eot, "eos_token_id": eot}, indent=2) + "\n")
     atomic_write_text(out / HF_CONFIG, json.dumps(config_dict(hp, eot, dtype), indent=2) + "\n")
-    return ["model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json",
+    return ["model.safetensors", "vocab.json", "merges.txt", HF_TOKENIZER, "tokenizer_config.json",
             "generation_config.json", HF_CONFIG]
