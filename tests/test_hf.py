@@ -368,3 +368,23 @@ def test_export_never_leaves_half_a_folder(ours, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="float32 only"):
         run_export(ExportConfig(source=str(folder), out=str(tmp_path / "o"), format="openai",
                                 dtype="float16"))
+
+
+@pytest.mark.slow
+def test_export_script(root, ours, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(root / "export.py"), *args], capture_output=True,
+                              text=True, timeout=300)
+
+    proc = run(str(ours[0]), str(tmp_path / "out"), "--format", "openai")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("exported ")
+    assert (tmp_path / "out" / "model.ckpt.index").is_file()
+    proc = run(str(ours[0]), str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"export.py: error: {tmp_path / 'out'} already exists and is not empty; choose a new folder "
+        f"or remove it"]

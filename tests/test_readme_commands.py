@@ -234,8 +234,10 @@ def test_the_checker_accepts_real_flags_and_catches_wrong_ones():
     assert problems(good) == []
     [bad] = commands("python download_model.py 124M --model_dir=x")
     assert problems(bad) and "--model_dir" in problems(bad)[0]
-    [short] = commands("python download_model.py 124M -t 5 -r 1")
-    assert short.flags == {"-t": "5", "-r": "1"} and problems(short) == []
+    [short] = commands("python download_model.py 124M -t 5 -s hf")
+    assert short.flags == {"-t": "5", "-s": "hf"} and problems(short) == []
+    [ambiguous] = commands("python download_model.py 124M -r 1")  # --retries or --repo
+    assert problems(ambiguous)
     [extra] = commands("python download_model.py 124M 355M src/models x y z w v u")
     assert "positional" in problems(extra)[0]
     [missing] = commands("python no_such_script.py --x")
