@@ -185,7 +185,7 @@ def read_tensors(path: str | Path, names: list[str] | None = None) -> dict[str, 
         raw = data[start + begin: start + end].view(_ST_DTYPES[entry["dtype"]])
         if entry["dtype"] == "BF16":
             raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        return np.asarray(raw, dtype=np.float32).reshape(entry["shape"])
+        return np.array(raw, dtype=np.float32).reshape(entry["shape"])  # a copy: the file may go
 
     for key in names if names is not None else list(by_name):
         value = load(by_name[key])
