@@ -17,7 +17,7 @@ import transformers
 from test_encoder import EXAMPLES
 
 from gpt2easy import checkpoint as ck
-from gpt2easy import hf
+from gpt2easy import hf, hf_vocab
 from gpt2easy.encoder import get_encoder
 from gpt2easy.errors import UserError
 from gpt2easy.export import ExportConfig, run_export
@@ -200,7 +200,7 @@ def test_transformers_folder_works_as_a_model_name(saved_by_transformers, tmp_pa
 
 
 def test_tokenizer_json_holds_openais_vocabulary(saved_by_transformers, vocab_dir):
-    encoder_text, merges_text = hf.vocab_texts(saved_by_transformers[0])
+    encoder_text, merges_text = hf_vocab.vocab_texts(saved_by_transformers[0])
     assert json.loads(encoder_text) == json.loads((vocab_dir / "encoder.json").read_text("utf-8"))
     assert merges_text == (vocab_dir / "vocab.bpe").read_text("utf-8")
 

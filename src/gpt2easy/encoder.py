@@ -53,7 +53,7 @@ def fix_surrogates(text: str) -> str:
 
 
 def _load_vocab(folder: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    from .hf import vocab_texts  # also reads a Hugging Face folder's vocab.json/merges.txt
+    from .hf_vocab import vocab_texts  # also reads a Hugging Face folder's vocab.json/merges.txt
 
     enc_path, bpe_path = vocab_paths(folder)
     encoder_text, bpe_text = vocab_texts(folder)

@@ -22,6 +22,7 @@ from .checkpoint import find_checkpoint, load_weights, write_openai_checkpoint
 from .errors import UserError
 from .files import atomic_write_text, fsync_dir
 from .folders import DEFAULT_MODELS_DIR, is_model_folder, model_dir
+from .hf_vocab import vocab_texts
 from .options import opt
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def run_export(cfg: ExportConfig) -> dict:
         raise UserError(f"{out} already exists and is not empty; choose a new folder or remove it")
     folder, path = resolve_source(cfg.source, cfg.models_dir)
     hp = hf.read_hparams(folder)
-    vocab = hf.vocab_texts(folder)
+    vocab = vocab_texts(folder)
     prefix, weights = load_weights(path, hp)
     logger.info("exporting %s (%d layers, n_embd %d) as %s", prefix, hp.n_layer, hp.n_embd, cfg.format)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -76,7 +76,7 @@ def model_dir(models_dir: str | Path, model_name: str) -> Path:
 
 def vocab_paths(folder: str | Path) -> tuple[Path, Path]:
     """`encoder.json` and `vocab.bpe` of a model folder, checked to exist. In a Hugging Face folder:
-    `vocab.json` and `merges.txt`, else `tokenizer.json` twice (read them with hf.vocab_texts)."""
+    `vocab.json` and `merges.txt`, else `tokenizer.json` twice (read them with hf_vocab.vocab_texts)."""
     folder = Path(folder)
     for names in (HF_VOCAB_FILES, (HF_TOKENIZER, HF_TOKENIZER)):
         if not (folder / VOCAB_FILES[0]).is_file() and all((folder / n).is_file() for n in names):

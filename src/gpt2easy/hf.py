@@ -4,8 +4,9 @@ A folder as `transformers` saves it: `config.json` (GPT-2 architecture and sizes
 `model.safetensors` (the weights under transformers' names), `generation_config.json`, and the
 tokenizer as `vocab.json` + `merges.txt` (byte for byte OpenAI's `encoder.json` + `vocab.bpe`)
 and/or `tokenizer.json` (what transformers 5 writes alone). Such a folder is a model folder here:
-`read_hparams`, `vocab_texts` and `read_tensors` give hparams, vocabulary and OpenAI-named weights
-from it, and `write_folder` makes one from any of our models (what `export.py --format hf` writes).
+`read_hparams`, `vocab_texts` (hf_vocab.py) and `read_tensors` give hparams, vocabulary and
+OpenAI-named weights from it, and `write_folder` makes one from any of our models (what
+`export.py --format hf` writes).
 
 Names: transformers' `Conv1D` stores `[n_in, n_out]` like OpenAI's `[1, n_in, n_out]` convolutions,
 so weights map one to one (`transformer.h.3.attn.c_attn.weight` <-> `model/h3/attn/c_attn/w`) with
@@ -28,12 +29,12 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_path, atomic_write_text
-from .folders import HF_CONFIG, HF_TOKENIZER, VOCAB_FILES, vocab_paths
+from .folders import HF_CONFIG, HF_TOKENIZER
+from .hf_vocab import ENDOFTEXT, eot_id, tokenizer_json
 from .hparams import HParams
 
 logger = logging.getLogger(__name__)
 
-ENDOFTEXT = "<|endoftext|>"
 DTYPES = ("float32", "bfloat16", "float16")
 _ST_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
               "F64": np.dtype("<f8")}
@@ -216,100 +217,6 @@ def write_weights(path: str | Path, weights: dict[str, np.ndarray], dtype: str =
             save_file(tensors, str(tmp), metadata={"format": "pt"})
         except OSError as e:
             raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-# --- tokenizer ------------------------------------------------------------------------------------
-
-def check_tokenizer(folder: str | Path) -> None:
-    """Refuse, in one line, a Hugging Face tokenizer that is not GPT-2's byte-level BPE."""
-    folder = Path(folder)
-
-    def refuse(what: str) -> UserError:
-        return UserError(f"{folder}: the tokenizer differs from GPT-2's ({what}); gpt2easy encodes "
-                         f"only with GPT-2's byte-level BPE")
-
-    config = _json(folder / "tokenizer_config.json")
-    if config is not None:
-        cls = str(config.get("tokenizer_class") or "GPT2Tokenizer")
-        if cls.removesuffix("Fast") != "GPT2Tokenizer":
-            raise refuse(f"tokenizer_class {cls}")
-        for key in ("add_prefix_space", "add_bos_token", "do_lower_case"):
-            if config.get(key):
-                raise refuse(f"{key} is set")
-    tok = _json(folder / HF_TOKENIZER)
-    if tok is not None:
-        model = tok.get("model") or {}
-        if model.get("type") != "BPE":
-            raise refuse(f"model type {model.get('type')}")
-        if tok.get("normalizer"):
-            raise refuse("it normalizes the text")
-        pre = tok.get("pre_tokenizer") or {}
-        if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
-            raise refuse(f"pre-tokenizer {json.dumps(pre)[:80]}")
-        extra = [t.get("content") for t in tok.get("added_tokens") or [] if t.get("content") != ENDOFTEXT]
-        if extra:
-            raise refuse(f"added tokens {', '.join(map(str, extra[:3]))}")
-
-
-def _json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable JSON file ({e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
-
-
-def vocab_texts(folder: str | Path) -> tuple[str, str]:
-    """The texts of `encoder.json` and `vocab.bpe` of any model folder: OpenAI's files, HF's
-    `vocab.json` + `merges.txt` (the same files), or the vocabulary inside `tokenizer.json`."""
-    folder = Path(folder)
-    first, second = vocab_paths(folder)
-    try:
-        if first.name == VOCAB_FILES[0]:
-            return first.read_text(encoding="utf-8"), second.read_text(encoding="utf-8")
-        check_tokenizer(folder)
-        if first.name != HF_TOKENIZER:
-            merges = second.read_text(encoding="utf-8")
-            if not merges.startswith("#version"):  # OpenAI's vocab.bpe starts with this line
-                merges = "#version: 0.2\n" + merges
-            return first.read_text(encoding="utf-8"), merges
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the vocabulary of {folder}: {e}") from None
-    model = _json(first).get("model") or {}
-    vocab, merges = model.get("vocab"), model.get("merges")
-    if not isinstance(vocab, dict) or not isinstance(merges, list):
-        raise UserError(f"{first}: no BPE vocabulary and merges inside")
-    lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
-    return json.dumps(vocab), "#version: 0.2\n" + "\n".join(lines) + "\n"
-
-
-def tokenizer_json(encoder_text: str, merges_text: str) -> dict:
-    """`tokenizer.json` of GPT-2's tokenizer over this vocabulary, as `tokenizers` writes it."""
-    encoder = json.loads(encoder_text)
-    merges = [line.split() for line in merges_text.split("\n")[1:] if line.strip()]
-    added = [{"id": encoder[ENDOFTEXT], "content": ENDOFTEXT, "single_word": False, "lstrip": False,
-              "rstrip": False, "normalized": False, "special": True}] if ENDOFTEXT in encoder else []
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    sequence = [{"Sequence": {"id": "A", "type_id": 0}}]
-    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-            "normalizer": None, "pre_tokenizer": byte_level,
-            "post_processor": {"type": "TemplateProcessing", "single": sequence,
-                               "pair": [*sequence, {"Sequence": {"id": "B", "type_id": 1}}],
-                               "special_tokens": {}},
-            "decoder": {**byte_level, "add_prefix_space": True},
-            "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                      "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
-                      "byte_fallback": False, "ignore_merges": False, "vocab": encoder,
-                      "merges": merges}}
-
-
-def eot_id(encoder_text: str, hp: HParams) -> int:
-    value = json.loads(encoder_text).get(ENDOFTEXT)
-    return int(value) if isinstance(value, int) and value < hp.n_vocab else hp.n_vocab - 1
 
 
 # --- a whole folder -------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from .checkpoint import (
 from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text
 from .folders import HF_TORCH_WEIGHTS, VOCAB_FILES, is_model_folder, model_dir, torch_only_message
-from .hf import vocab_texts
+from .hf_vocab import vocab_texts
 from .hparams import HParams
 
 logger = logging.getLogger(__name__)
