@@ -258,3 +258,9 @@ def test_source_and_name_checks(tmp_path, fake):
     with pytest.raises(UserError, match="bad --repo"):
         fetch(tmp_path, repo="../etc")
     shutil.rmtree(tmp_path / "models", ignore_errors=True)
+
+
+def test_auto_falls_back_on_network_failures_only(tmp_path, fake):
+    with pytest.raises(UserError, match="--retries"):
+        fetch(tmp_path, "124M", retries=-1)
+    assert fake.requests == []  # a bad flag is not a reason to try the hub

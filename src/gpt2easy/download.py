@@ -60,6 +60,10 @@ class DownloadResult:
         )
 
 
+class NetworkError(UserError):
+    """The server could not be reached or refused the file (another source may still work)."""
+
+
 class _Transient(Exception):
     """A failure worth retrying (timeout, dropped connection, short body, HTTP 5xx)."""
 
@@ -292,10 +296,10 @@ def _with_retries(fn, url: str, name: str, retries: int, backoff: float,
                     if e.code == 404
                     else f"check {where}"
                 )
-                raise UserError(f"{url}: {reason}; {hint}") from None
+                raise NetworkError(f"{url}: {reason}; {hint}") from None
             if not transient or attempt == retries:
                 tries = f" (after {attempt + 1} tries)" if attempt else ""
-                raise UserError(
+                raise NetworkError(
                     f"cannot reach {url}: {reason}{tries}; check your connection or use {where}"
                 ) from None
             delay = backoff * min(2**attempt, 10)

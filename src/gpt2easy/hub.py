@@ -188,7 +188,7 @@ def fetch_model(model_name: str | None = None, models_dir: str | Path = DEFAULT_
     if source == "openai" or (source == "auto" and user_repo is None):
         try:
             return download.download_model(name, models_dir, base_url=base_url, **kwargs)
-        except UserError as e:
+        except download.NetworkError as e:  # not for bad flags or a full disk
             if source == "openai" or repo is None:
                 raise
             logger.warning("warning: OpenAI's storage failed (%s); trying the hub's %s", e, repo)
