@@ -38,6 +38,8 @@ DATA = "data/shakespeare"
 PRESET = "demo/shakespeare-small/hparams.json"
 OPENAI_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
                 "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")
+# The same model as a Hugging Face folder (download_model.py falls back to the hub's copy).
+HUB_FILES = ("config.json", "model.safetensors")
 # Both prompts open famous speeches from the two held-out plays: lines the model has never seen.
 PROMPTS = ("Friends, Romans, countrymen, lend me your ears;", "If music be the food of love, play on,")
 
@@ -148,7 +150,8 @@ def choose_path(demo: Demo, want: str, vocab: str | None, hparams: str, base_url
     """Fine-tune 124M if it is here or downloadable (unless told otherwise); else from scratch."""
     if want in ("auto", "finetune"):
         folder = ROOT / MODELS_DIR / "124M"
-        if all((folder / name).is_file() for name in OPENAI_FILES):
+        if all((folder / name).is_file() for name in OPENAI_FILES) or all(
+                (folder / name).is_file() for name in HUB_FILES):
             demo.say(f"OpenAI's GPT-2 124M is already in {MODELS_DIR}/124M.")
             return FINETUNE
         mirror = [f"--base_url={base_url}"] if base_url else []
@@ -159,8 +162,9 @@ def choose_path(demo: Demo, want: str, vocab: str | None, hparams: str, base_url
             folder.rmdir()  # the empty folder a failed download leaves behind
         except OSError:
             pass
-        demo.say("OpenAI's storage is unreachable from here (message above), so the demo trains a "
-                 "small GPT-2 from scratch instead.")
+        demo.say("GPT-2 124M could not be downloaded from here (OpenAI's storage, then the Hugging "
+                 "Face hub unless a mirror is given: message above), so the demo trains a small GPT-2 "
+                 "from scratch instead.")
     args = [f"{MODELS_DIR}/{SCRATCH.model_name}", "--hparams", hparams]
     if vocab:
         args += ["--source", vocab]

@@ -352,3 +352,20 @@ def test_the_readme_example_end_to_end_offline(tiny, monkeypatch):
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     with pytest.raises(UserError, match="unknown model"):
         gpt2easy.download_model("125M", "mirror")
+
+
+def test_export_from_python_is_export_py(tiny):
+    """gpt2easy.export builds ExportConfig like the command line: same options, same checks."""
+    from gpt2easy.checkpoint import read_tensors
+
+    result = gpt2easy.export("models/tiny", "out-openai", format="openai")
+    assert result["format"] == "openai" and (tiny / "out-openai" / "model.ckpt.index").is_file()
+    exported, original = read_tensors("out-openai/model.ckpt"), read_tensors("models/tiny/model.ckpt")
+    assert set(exported) == set(original)
+    for name in original:
+        np.testing.assert_array_equal(exported[name], original[name])
+    with pytest.raises(UserError, match="unknown option fromat .did you mean format"):
+        gpt2easy.export("models/tiny", "o2", fromat="hf")
+    with pytest.raises(UserError, match="--dtype must be one of float32, bfloat16, float16"):
+        gpt2easy.export("models/tiny", "o3", dtype="int8")
+    assert not (tiny / "o2").exists() and not (tiny / "o3").exists()

@@ -151,3 +151,88 @@ def test_classic_tf1_graph_restores_our_checkpoint(tmp_path, weights):
             saver.restore(sess, tf.train.latest_checkpoint(str(tmp_path)))
             for name, var in variables.items():
                 np.testing.assert_array_equal(sess.run(var), weights[name])
+
+
+def _state(step: int, weights: dict) -> dict:
+    """What a training save holds besides the weights: optimizer slots and loop state."""
+    slots = {f"optimizer/{n}/{s}": np.full_like(v, step) for n, v in weights.items() for s in "mv"}
+    return {**slots, "train/step": np.int64(step),
+            "train/sampler": np.array(b'{"pos": 1}', dtype=object)}
+
+
+def _tf1_restore_every_variable(prefix: str, weights: dict) -> None:
+    """gpt-2-simple's load_gpt2 / OpenAI's sampling code: a TF1 graph of exactly the model/
+    variables, restored by a Saver that insists on each of them."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = {name: tf.compat.v1.get_variable(name, value.shape)
+                     for name, value in weights.items()}
+        saver = tf.compat.v1.train.Saver(list(variables.values()))
+        with tf.compat.v1.Session() as sess:
+            saver.restore(sess, prefix)
+            for name, var in variables.items():
+                np.testing.assert_array_equal(sess.run(var), weights[name])
+
+
+def test_training_checkpoint_holds_only_weights_and_keeps_its_state_beside(tmp_path, weights):
+    """Weight readers that take every entry as a weight (transformers' TF reader did: it crashed on
+    `train/...` text, then on `optimizer/...`) see only OpenAI's model/ names in model-N."""
+    run = tmp_path / "run"
+    prefix = ck.write_checkpoint(run, 10, {**weights, **_state(10, weights)})
+    listed = dict(tf.train.list_variables(prefix))
+    assert sorted(listed) == sorted(weights)
+    assert all(listed[k] == list(v.shape) for k, v in weights.items())
+    assert tf.train.latest_checkpoint(str(run)) == prefix
+    assert ck.candidates(run) == [prefix]  # the siblings are not checkpoints of their own
+    _tf1_restore_every_variable(prefix, weights)
+    state = ck.read_tensors(prefix)  # weights and both siblings
+    assert int(state["train/step"]) == 10 and state["optimizer/model/wte/m"].shape == (64, 8)
+    assert {n[len(prefix):] for n in map(str, run.iterdir()) if n.startswith(prefix)} == {
+        ".index", ck.DATA_SUFFIX, ".train.index", f".train{ck.DATA_SUFFIX}",
+        ".optimizer.index", f".optimizer{ck.DATA_SUFFIX}"}
+
+
+@pytest.mark.parametrize("policy", ck.SAVE_OPTIMIZER)
+def test_save_optimizer_policy(tmp_path, weights, policy):
+    from gpt2easy import runfolder
+
+    run = tmp_path / "run"
+    for step in (1, 2, 3):
+        slots = {k: v for k, v in _state(step, weights).items() if k.startswith("optimizer/")}
+        runfolder.save(run, step, weights, slots, seed=1, sampler_state={}, avg_loss=(0.0, 0.0),
+                       optimizer="adam", max_to_keep=2, save_optimizer=policy)
+    have = {step for step in (1, 2, 3) if (run / f"model-{step}.optimizer.index").exists()}
+    assert have == {"newest": {3}, "all": {2, 3}, "none": set()}[policy]
+    assert not (run / "model-1.train.index").exists() and not (run / "model-1.index").exists()
+    for step in (2, 3):  # loop state and weights stay with every kept checkpoint
+        start = runfolder.find_start(str(run / f"model-{step}"), run, None, HP)
+        assert start.step == step and "train/seed" in start.extra
+        assert ("optimizer/model/wte/m" in start.extra) == (step in have)
+
+
+def test_old_run_folder_with_state_inside_model_n_still_resumes(tmp_path, weights):
+    """Run folders written before the split hold optimizer/ and train/ inside model-N."""
+    from gpt2easy import runfolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ck._write_bundle(run / "model-4", {**weights, **_state(4, weights)})
+    ck._write_state(run, ["model-4"])
+    assert ck.load_weights(run, HP)[0] == str(run / "model-4")
+    start = runfolder.find_start("latest", run, None, HP)
+    assert start.step == 4 and start.extra["optimizer/model/wte/v"][0, 0] == 4.0
+    # The next save writes the new layout beside it, and both read back.
+    runfolder.save(run, 5, weights, {}, seed=1, sampler_state={}, avg_loss=(0.0, 0.0),
+                   optimizer="sgd", max_to_keep=5)
+    assert sorted(dict(tf.train.list_variables(str(run / "model-5")))) == sorted(weights)
+    assert runfolder.find_start("latest", run, None, HP).step == 5
+
+
+def test_resaving_a_step_replaces_its_siblings(tmp_path, weights):
+    """A save over an existing model-N (a `fresh` restart numbers from 0 again) never leaves the
+    old optimizer slots beside the new weights."""
+    run = tmp_path / "run"
+    ck.write_checkpoint(run, 2, {**weights, **_state(2, weights)})
+    ck.write_checkpoint(run, 2, {**weights, "train/step": np.int64(2)})
+    assert not (run / "model-2.optimizer.index").exists()
+    assert "optimizer/model/wte/m" not in ck.read_tensors(str(run / "model-2"))

@@ -249,7 +249,9 @@ def test_only_the_chief_writes_and_its_checkpoint_holds_the_final_weights(runs):
     assert other_info["written"] == []
     assert chief_info["written"] == [str(runs / "run" / "model-5")]
     assert sorted(p.name for p in (runs / "run").iterdir()) == [
-        "checkpoint", "model-5.data-00000-of-00001", "model-5.index"]
+        "checkpoint", "model-5.data-00000-of-00001", "model-5.index",
+        "model-5.optimizer.data-00000-of-00001", "model-5.optimizer.index",
+        "model-5.train.data-00000-of-00001", "model-5.train.index"]
     saved = read_tensors(str(runs / "run" / "model-5"))
     assert int(saved["train/step"]) == 5
     for k in (k for k in chief if k.startswith("w/")):

@@ -57,15 +57,17 @@ def work(tmp_path, make_model):
 
 
 def command(root: Path, run_name: str, steps: int) -> list[str]:
-    # The chains keep 2 checkpoints (old ones are deleted under fire too); the uninterrupted run
-    # keeps all, so it has each chain's final step.
+    # The chains keep 2 checkpoints (old ones are deleted under fire too) with the default
+    # --save_optimizer newest; the uninterrupted run keeps all, each with its optimizer slots, so
+    # it has each chain's final step to compare with.
     keep = "0" if run_name == "once" else "2"
+    slots = ["--save_optimizer", "all"] if run_name == "once" else []
     return [sys.executable, str(root / "train.py"), "--dataset", "corpus.npz",
             "--models_dir", "models", "--model_name", "tiny", "--run_name", run_name,
             "--seed", "11", "--learning_rate", "0.001", "--noise", "0.05",
             "--save_every", str(SAVE_EVERY), "--sample_every", str(SAMPLE_EVERY),
             "--sample_length", "24", "--steps", str(steps), "--restore_from", "latest",
-            "--max_checkpoints", keep]
+            "--max_checkpoints", keep, *slots]
 
 
 class Run:

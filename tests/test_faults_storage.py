@@ -47,11 +47,11 @@ def run_state(step: int) -> dict:
     return dict(w, **slots)
 
 
-def save_run(folder: Path, step: int) -> str:
+def save_run(folder: Path, step: int, save_optimizer: str = "all") -> str:
     return runfolder.save(folder, step, weights(step), {k: v for k, v in run_state(step).items()
                                                          if k.startswith("optimizer/")},
                           seed=5, sampler_state={"pos": step}, avg_loss=(1.0, 2.0),
-                          optimizer="adam", max_to_keep=5)
+                          optimizer="adam", max_to_keep=5, save_optimizer=save_optimizer)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -102,10 +102,16 @@ WRITE_FAULTS = {
     "SaveV2 I/O error": (tf.raw_ops, "SaveV2",
                          lambda **kw: (_ for _ in ()).throw(tf.errors.DataLossError(None, None, "EIO"))),
     "fsync of bundle fails": (os, "fsync", _eio),
-    "rename of data file fails": (os, "replace", _FailingReplace(0)),
-    "rename of index fails": (os, "replace", _FailingReplace(1)),
+    # Renames of a save: model-6.train data and index, model-6.optimizer data and index, then
+    # model-6 data and index (the commit), then the state file.
+    "rename of loop state data fails": (os, "replace", _FailingReplace(0)),
+    "rename of loop state index fails": (os, "replace", _FailingReplace(1)),
+    "rename of optimizer data fails": (os, "replace", _FailingReplace(2)),
+    "rename of optimizer index fails": (os, "replace", _FailingReplace(3)),
+    "rename of data file fails": (os, "replace", _FailingReplace(4)),
+    "rename of index fails": (os, "replace", _FailingReplace(5)),
     "state file write fails": (Path, "write_bytes", _enospc),
-    "state file rename fails": (os, "replace", _FailingReplace(2)),
+    "state file rename fails": (os, "replace", _FailingReplace(6)),
     "temp file creation fails": (files.tempfile, "mkstemp", _enospc),
 }
 
@@ -124,13 +130,15 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, fault)
     monkeypatch.undo()
     assert "\n" not in str(e.value)
     # A save that failed after renaming its data file may leave model-6's data without an index
-    # (never loaded: incomplete), or a complete model-6 not yet named in the state file; nothing
-    # else may change.
+    # (never loaded: incomplete), or a complete model-6 not yet named in the state file, with
+    # any of its sibling files (model-6.train, model-6.optimizer); nothing else may change.
     leftovers = {n for n in snapshot(folder) if n.startswith("model-6")}
     assert not any(n.startswith(".") for n in snapshot(folder)), "temporary files left behind"
-    assert leftovers in (set(), {f"model-6{DATA}"}, {"model-6.index", f"model-6{DATA}"})
-    if leftovers == {f"model-6{DATA}"}:
+    main = {n for n in leftovers if not n.startswith(("model-6.train.", "model-6.optimizer."))}
+    assert main in (set(), {f"model-6{DATA}"}, {"model-6.index", f"model-6{DATA}"})
+    if main != {"model-6.index", f"model-6{DATA}"}:
         assert ck.candidates(folder) == [str(folder / "model-3")]
+        assert runfolder.find_start("latest", folder, None, HP).prefix == str(folder / "model-3")
     for name in leftovers:
         (folder / name).unlink()
     assert_intact(folder, before, 3)
@@ -361,3 +369,21 @@ def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, make_model)
         assert not list(run_dir.glob(".tmp-*")) and not list(run_dir.glob(".*.tmp"))
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+@pytest.mark.parametrize("sibling", [".train", ".optimizer"])
+@pytest.mark.parametrize("kind", ["data truncated to half", "index bit flip in the middle"])
+def test_damaged_sibling_falls_back_for_training_only(tmp_path, caplog, sibling, kind):
+    """Damage in model-6's loop state or optimizer slots: its weights still load (they are whole),
+    but a resume, which needs all three, falls back to model-3."""
+    folder = tmp_path / "run"
+    for step in (3, 6):
+        save_run(folder, step)
+    suffix, damage = CORRUPTIONS[kind]
+    damage(folder / f"model-6{sibling}{suffix}")
+    assert ck.load_weights(folder, HP)[0] == str(folder / "model-6")
+    with caplog.at_level(logging.WARNING):
+        start = runfolder.find_start("latest", folder, None, HP)
+    assert start.step == 3 and start.prefix == str(folder / "model-3")
+    assert any("skipping" in r.getMessage() and f"model-6{sibling}" in r.getMessage()
+               for r in caplog.records)

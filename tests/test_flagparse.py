@@ -23,7 +23,7 @@ from gpt2easy.train_config import TrainConfig
 # The flags of the classic scripts as they were (python-fire signatures before this change):
 # each command must take exactly these.
 CLASSIC = {
-    "download": "model_name models_dir base_url timeout retries verbose",
+    "download": "model_name models_dir base_url timeout retries verbose source repo",
     "encode": "in_text out_npz model_name models_dir combine encoding workers legacy_endoftext verbose "
               "keep_line_endings column header",
     "train": "dataset model_name models_dir combine encoding batch_size learning_rate accumulate_gradients "
@@ -32,7 +32,7 @@ CLASSIC = {
              "val_batch_size val_batch_count val_every steps seed max_checkpoints print_every "
              "checkpoint_dir sample_dir warmup_steps lr_decay lr_decay_steps min_lr grad_clip "
              "weight_decay precision xla strategy verbose keep_line_endings column header keep_best "
-             "early_stopping",
+             "early_stopping save_optimizer",
     "sample": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
               "top_k top_p repetition_penalty stop stop_at_endoftext precision verbose prompts_file output",
     "generate": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
@@ -196,6 +196,9 @@ def test_train_choices_are_those_of_the_modules_that_check_them():
     assert train_config.OPTIMIZERS == optim.OPTIMIZERS
     assert train_config.LR_DECAYS == optim.LR_DECAYS
     assert set(train_config.PRECISIONS) == {"auto", *train.PRECISIONS}
+    from gpt2easy import checkpoint
+
+    assert set(train_config.SAVE_OPTIMIZER) == set(checkpoint.SAVE_OPTIMIZER)
     assert train_config.STRATEGIES == distribute.STRATEGIES
 
 

@@ -18,9 +18,9 @@ Modules that never import TensorFlow (so `encode.py` starts fast): `errors`, `hp
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["UserError", "download_model", "encode", "finetune", "load", "FinetuneResult", "Model"]
+__all__ = ["UserError", "download_model", "encode", "finetune", "load", "export", "FinetuneResult", "Model"]
 
-_API = {"download_model", "encode", "finetune", "load", "FinetuneResult", "Model"}
+_API = {"download_model", "encode", "finetune", "load", "export", "FinetuneResult", "Model"}
 
 
 def __getattr__(name: str):

@@ -98,6 +98,25 @@ def encode(in_text: str | Path, out_npz: str | Path, *, progress: bool = True, *
     return encode_corpus(resolve_folders(cfg), progress)
 
 
+def export(source: str | Path, out: str | Path, **options) -> dict:
+    """Write a model as a Hugging Face folder or in OpenAI's release layout, as export.py does:
+    `source` a run folder, model folder, checkpoint prefix or model name; `out` a new folder;
+    options `format` ("hf" or "openai"), `dtype` ("float32", "bfloat16", "float16"; hf only),
+    `models_dir`. Returns {"out", "format", "checkpoint", "files"}."""
+    from .cli import resolve_folders
+    from .commands import ExportConfig
+    from .options import check_config
+
+    fields = {k: v for k, v in _fields(ExportConfig).items() if k not in ("source", "out")}
+    cfg = ExportConfig(source=plain("source", source, "str"), out=plain("out", out, "str"),
+                       **check_options(options, fields, "export"))  # fmt: skip
+    check_config(cfg)
+    _tensorflow()
+    from .exporter import run_export
+
+    return run_export(resolve_folders(cfg))
+
+
 # --- training ---------------------------------------------------------------------------------
 
 
@@ -174,9 +193,9 @@ def __getattr__(name: str):
     """`download_model` (download_model.py's own function) and `Model` (the class `load`
     returns), imported on first use: the first needs urllib, the second TensorFlow."""
     if name == "download_model":
-        from .download import download_model
+        from .hub import fetch_model
 
-        return download_model
+        return fetch_model
     if name == "Model":
         from .loaded_model import Model
 

@@ -3,13 +3,19 @@
 A checkpoint is a TF "V2" bundle (`PREFIX.index` + `PREFIX.data-00000-of-00001`) whose tensors are
 named as in OpenAI's releases (`model/h0/attn/c_attn/w`, ...), plus a `checkpoint` state file in the
 folder that names the newest one. OpenAI's folders hold `model.ckpt`; training runs hold `model-N`
-(N = completed updates). Our training checkpoints add optimizer slots under `optimizer/...` and loop
-state under `train/...`; every reader here (and the classic TF1 tools, which restore by name) ignores
-them, so the files stay loadable everywhere.
+(N = completed updates). `model-N` holds the weights and nothing else, so every weight reader loads it
+as it is (transformers' TF reader choked on anything else). What a resume needs beside the weights
+lives in sibling bundles where weight readers never look: `model-N.train` (loop state, `train/...`)
+and `model-N.optimizer` (optimizer slots, `optimizer/...`). Old run folders, whose `model-N` holds
+those entries itself, still read: the weight reader skips them and `read_tensors` finds them.
 
-Writes are atomic: the bundle is written under a temporary prefix and renamed (data first, index
-last), then the state file is replaced. A kill at any instant leaves the previous checkpoint loadable;
-the state file holds paths relative to its folder, so a run folder can be moved or copied.
+A Hugging Face folder's `model.safetensors` also counts as a checkpoint (read through `hf`): its
+tensors are renamed to OpenAI's names on the way in.
+
+Writes are atomic: each bundle is written under a temporary prefix and renamed (data first, index
+last); the siblings go first and `model-N.index`, renamed last, commits the checkpoint; then the state
+file is replaced. A kill at any instant leaves the previous checkpoint loadable; the state file holds
+paths relative to its folder, so a run folder can be moved or copied.
 """
 
 from __future__ import annotations
@@ -26,9 +32,18 @@ from typing import TypeVar
 import numpy as np
 import tensorflow as tf
 
+from . import hf
 from .errors import UserError
 from .files import atomic_write_text, fsync_dir
-from .folders import DEFAULT_MODELS_DIR, model_dir, vocab_paths
+from .folders import (
+    DEFAULT_MODELS_DIR,
+    HF_TORCH_WEIGHTS,
+    HF_WEIGHTS,
+    is_model_folder,
+    model_dir,
+    torch_only_message,
+    vocab_paths,
+)
 from .hparams import HParams
 from .model import GPT2, weight_shapes
 
@@ -44,10 +59,29 @@ _NOT_WEIGHTS = re.compile(
     r"^(optimizer|train)/|/(Adam|Adam_1|Momentum)(_\d+)?$|^(global_step|beta[12]_power)"
 )
 _STEP = re.compile(r"-(\d+)$")
+# Sibling bundles of a training checkpoint, by the name prefix of the entries they hold.
+SIBLINGS = {"train/": ".train", "optimizer/": ".optimizer"}
+SAVE_OPTIMIZER = ("newest", "all", "none")
+
+
+def _is_hf(prefix: str | Path) -> bool:
+    return str(prefix).endswith(".safetensors")
 
 
 def _complete(prefix: str | Path) -> bool:
+    if _is_hf(prefix):
+        return Path(prefix).is_file()
     return Path(f"{prefix}.index").is_file() and Path(f"{prefix}{DATA_SUFFIX}").is_file()
+
+
+def _is_sibling(prefix: str | Path) -> bool:
+    return str(prefix).endswith(tuple(SIBLINGS.values()))
+
+
+def _bundle_files(prefix: str | Path) -> list[Path]:
+    """The files of a checkpoint and of its siblings, index before data (removal order)."""
+    return [Path(f"{p}{s}") for p in (prefix, *(f"{prefix}{x}" for x in SIBLINGS.values()))
+            for s in (".index", DATA_SUFFIX, ".meta")]
 
 
 def _state_paths(folder: Path) -> list[str]:
@@ -68,14 +102,18 @@ def candidates(folder: str | Path) -> list[str]:
     """Complete checkpoints in `folder`, best first: the state file's choice, then by step."""
     folder = Path(folder)
     listed = _state_paths(folder)
-    found = [str(p)[: -len(".index")] for p in folder.glob("*.index") if not p.name.startswith(".")]
+    found = [str(p)[: -len(".index")] for p in folder.glob("*.index")
+             if not p.name.startswith(".") and not _is_sibling(p.name[: -len(".index")])]
 
     def step(prefix: str) -> int:
         m = _STEP.search(prefix)
         return int(m.group(1)) if m else -1
 
     ordered = listed + sorted((p for p in found if p not in listed), key=step, reverse=True)
-    return [p for p in ordered if _complete(p)]
+    complete = [p for p in ordered if _complete(p) and not _is_sibling(p)]
+    if not complete and (folder / HF_WEIGHTS).is_file():
+        complete = [str(folder / HF_WEIGHTS)]  # a Hugging Face folder
+    return complete
 
 
 def find_checkpoint(path: str | Path) -> str:
@@ -83,6 +121,8 @@ def find_checkpoint(path: str | Path) -> str:
     path = Path(path).expanduser()
     if path.is_dir():
         found = candidates(path)
+        if not found and (path / HF_TORCH_WEIGHTS).is_file():
+            raise UserError(torch_only_message(path))
         if not found:
             raise UserError(f"{path}: no checkpoint found (expected a `checkpoint` file and "
                             f"model files such as model-1000.index)")
@@ -97,8 +137,25 @@ def find_checkpoint(path: str | Path) -> str:
                     f"such as checkpoint/run1/model-1000 whose .index and .data files exist)")
 
 
+def _bundles(prefix: str) -> list[str]:
+    return [prefix, *(f"{prefix}{s}" for s in SIBLINGS.values() if _complete(f"{prefix}{s}"))]
+
+
 def read_tensors(prefix: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Raw tensors of a checkpoint by name (all of them when `names` is None)."""
+    """Raw tensors of a checkpoint and its siblings by name (all of them when `names` is None)."""
+    if _is_hf(prefix):
+        return hf.read_tensors(prefix, names)
+    out: dict[str, np.ndarray] = {}
+    for bundle in _bundles(prefix)[1:]:
+        have = _list_bundle(bundle)
+        out.update(_read_bundle(bundle, [n for n in (have if names is None else names) if n in have]))
+    rest = None if names is None else [n for n in names if n not in out]
+    if rest is None or rest:
+        out.update({k: v for k, v in _read_bundle(prefix, rest).items() if k not in out})
+    return out
+
+
+def _read_bundle(prefix: str, names: list[str] | None) -> dict[str, np.ndarray]:
     try:
         reader = tf.train.load_checkpoint(prefix)
         keys = names if names is not None else list(reader.get_variable_to_shape_map())
@@ -109,7 +166,17 @@ def read_tensors(prefix: str, names: list[str] | None = None) -> dict[str, np.nd
                         f"restore from an older one or retrain") from None
 
 
-def list_tensors(prefix: str) -> dict[str, list[int]]:
+def list_tensors(prefix: str, siblings: bool = True) -> dict[str, list[int]]:
+    """Names and shapes of a checkpoint's tensors (with its siblings' unless `siblings` is False)."""
+    if _is_hf(prefix):
+        return hf.list_tensors(prefix)
+    shapes: dict[str, list[int]] = {}
+    for bundle in _bundles(prefix)[::-1] if siblings else [prefix]:
+        shapes.update(_list_bundle(bundle))
+    return shapes
+
+
+def _list_bundle(prefix: str) -> dict[str, list[int]]:
     try:
         return tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     except (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError) as e:
@@ -126,7 +193,7 @@ def _describe(shapes: dict[str, list[int]]) -> str:
 
 def read_weights(prefix: str, hp: HParams) -> dict[str, np.ndarray]:
     """Model weights by OpenAI name, strictly: every problem is reported in one UserError."""
-    shapes = list_tensors(prefix)
+    shapes = list_tensors(prefix, siblings=False)
     expected = weight_shapes(hp)
     weights = {k: v for k, v in shapes.items() if not _NOT_WEIGHTS.search(k)}
     missing = [k for k in expected if k not in weights]
@@ -140,7 +207,9 @@ def read_weights(prefix: str, hp: HParams) -> dict[str, np.ndarray]:
         raise UserError(f"{prefix} does not match hparams.json (n_vocab={hp.n_vocab}, "
                         f"n_embd={hp.n_embd}, n_layer={hp.n_layer}; checkpoint has "
                         f"{_describe(shapes)}): {'; '.join(parts)}")
-    return {k: v.astype(np.float32) for k, v in read_tensors(prefix, list(expected)).items()}
+    names = list(expected)
+    tensors = hf.read_tensors(prefix, names) if _is_hf(prefix) else _read_bundle(prefix, names)
+    return {k: v.astype(np.float32) for k, v in tensors.items()}
 
 
 def newest_readable(folder: str | Path, read: Callable[[str], T]) -> T:
@@ -173,8 +242,9 @@ def load_model(path: str | Path, hp: HParams) -> GPT2:
     return GPT2(hp, load_weights(path, hp)[1])
 
 
-def _write_bundle(prefix: Path, tensors: dict) -> None:
-    """Write a V2 bundle under a temporary prefix beside `prefix`, then rename data, then index."""
+def _write_bundle(prefix: Path, tensors: dict, commit: Path | None = None) -> None:
+    """Write a V2 bundle under a temporary prefix beside `prefix`, then rename data, then index.
+    `commit`: the checkpoint this bundle is a sibling of (named in error messages)."""
     tmp = prefix.parent / f".tmp-{prefix.name}-{uuid.uuid4().hex[:8]}"
     names = list(tensors)
     try:
@@ -191,7 +261,7 @@ def _write_bundle(prefix: Path, tensors: dict) -> None:
         reason = str(getattr(e, "strerror", None) or getattr(e, "message", e))
         reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason).replace(f"{tmp}", "")
         reason = reason.strip(" :;").splitlines()[0][:200] if reason.strip() else type(e).__name__
-        raise UserError(f"cannot write checkpoint {prefix}: {reason}; "
+        raise UserError(f"cannot write checkpoint {commit or prefix}: {reason}; "
                         f"the previous checkpoint is intact") from None
     finally:
         for leftover in prefix.parent.glob(f"{tmp.name}*"):
@@ -206,10 +276,15 @@ def _write_state(folder: Path, names: list[str]) -> None:
 
 
 def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: int | None = 5,
-                     name: str | None = None, protect: tuple[str, ...] = ()) -> str:
+                     name: str | None = None, protect: tuple[str, ...] = (),
+                     save_optimizer: str = "all") -> str:
     """Save `tensors` as `folder/model-{step}` (or `folder/{name}`), atomically, and make it the
     newest in the state file. Keeps the newest `max_to_keep` (None or 0: keep all), plus the
-    checkpoints named in `protect` (the best one of --keep_best) whatever their age."""
+    checkpoints named in `protect` (the best one of --keep_best) whatever their age.
+
+    Entries under `train/` and `optimizer/` go to the siblings `NAME.train` and `NAME.optimizer`,
+    written before `NAME` itself. `save_optimizer="newest"` then removes the optimizer sibling of
+    every older checkpoint (they stay loadable and resumable, with the optimizer from zero)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -218,15 +293,40 @@ def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: 
     for stale in folder.glob(".tmp-*"):  # left by a save that was killed
         stale.unlink(missing_ok=True)
     name = name or f"model-{step}"
-    _write_bundle(folder / name, tensors)
+    for suffix in SIBLINGS.values():  # siblings of a save that was killed before its commit
+        for index in folder.glob(f"*{suffix}.index"):
+            owner = str(index)[: -len(f"{suffix}.index")]
+            if not _complete(owner):
+                for path in _bundle_files(owner)[3:]:
+                    path.unlink(missing_ok=True)
+    if _complete(folder / name):  # overwritten: uncommit it first, so no old/new mix ever loads
+        for path in _bundle_files(folder / name):
+            path.unlink(missing_ok=True)
+    parts: dict[str, dict] = {suffix: {} for suffix in ("", *SIBLINGS.values())}
+    for key, value in tensors.items():
+        parts[next((s for p, s in SIBLINGS.items() if key.startswith(p)), "")][key] = value
+    try:
+        for suffix, part in parts.items():
+            if suffix and part:
+                _write_bundle(folder / f"{name}{suffix}", part, commit=folder / name)
+        _write_bundle(folder / name, parts[""])
+    except BaseException:  # not committed: its siblings are of no use
+        if not _complete(folder / name):
+            for path in _bundle_files(folder / name)[3:]:
+                path.unlink(missing_ok=True)
+        raise
     kept = [Path(p).name for p in _state_paths(folder)[::-1] if Path(p).name != name and _complete(p)]
     kept.append(name)
     dropped = [n for n in kept[: -max_to_keep] if n not in protect] if max_to_keep else []
     kept = [n for n in kept if n not in dropped]
     _write_state(folder, kept)
     for old in dropped:  # only after the state file no longer names them
-        for suffix in (".index", DATA_SUFFIX, ".meta"):
-            (folder / f"{old}{suffix}").unlink(missing_ok=True)
+        for path in _bundle_files(folder / old):
+            path.unlink(missing_ok=True)
+    if save_optimizer == "newest":
+        for old in kept[:-1]:
+            for path in _bundle_files(folder / f"{old}{SIBLINGS['optimizer/']}")[:3]:
+                path.unlink(missing_ok=True)
     return str(folder / name)
 
 
@@ -263,11 +363,8 @@ def open_model(models_dir: str = DEFAULT_MODELS_DIR, model_name: str = "124M",
         path = own
     else:
         own = path = model_dir(models_dir, model_name)
-    if not (own / "hparams.json").is_file() or not (own / "encoder.json").is_file():
-        own_or_model = model_dir(models_dir, model_name)
-    else:
-        own_or_model = own
-    hp = HParams.from_json(own_or_model / "hparams.json")
+    own_or_model = own if is_model_folder(own) else model_dir(models_dir, model_name)
+    hp = hf.read_hparams(own_or_model)
     vocab_paths(own_or_model)
     return hp, own_or_model, find_checkpoint(path)
 

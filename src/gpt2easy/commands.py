@@ -23,12 +23,13 @@ from .train_config import TrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class DownloadConfig:
-    """Fetch the seven files of a GPT-2 model (checkpoint, vocabulary, hparams.json) into MODELS_DIR/NAME.
+    """Fetch a GPT-2 model into MODELS_DIR/NAME: OpenAI's seven files, or a Hugging Face folder.
 
     The flags of download_model.py and `gpt2easy download` (the first line above is their --help's)."""
 
-    model_name: str = opt(help="124M, 355M, 774M or 1558M; 117M and 345M are the old names of 124M and "
-                               "355M", positional=True)
+    model_name: str | None = opt(None, "124M, 355M, 774M or 1558M (117M and 345M are the old names of 124M "
+                                       "and 355M); with --repo: the folder name (default: the "
+                                       "repository's name)", positional=True)
     models_dir: str | None = opt(None, MODELS_DIR_HELP + "; the files go into MODELS_DIR/NAME")
     base_url: str | None = opt(None, "server folder holding NAME/FILE, for a mirror (default: OpenAI's "
                                      "public storage); with it any model name is accepted")
@@ -36,14 +37,19 @@ class DownloadConfig:
                                "as failed", above=0.0)
     retries: int = opt(3, "retries of a file after a transient failure (timeout, dropped connection, "
                           "HTTP 5xx) before giving up", minimum=0)
+    source: str = opt("auto", "openai (OpenAI's storage), hf (the Hugging Face hub: 124M/355M/774M/1558M "
+                              "are openai-community/gpt2, gpt2-medium, gpt2-large, gpt2-xl), or auto "
+                              "(OpenAI's storage, then the hub)", choices=("auto", "openai", "hf"))
+    repo: str | None = opt(None, "ORG/NAME of any GPT-2-architecture repository of the hub (e.g. "
+                                 "distilbert/distilgpt2)")
 
 
 def download(cfg: DownloadConfig) -> None:
-    """Fetch the seven files of a GPT-2 model (checkpoint, vocabulary, hparams.json)."""
-    from . import download as dl
+    """Fetch a GPT-2 model: OpenAI's seven files, or a Hugging Face folder from the hub."""
+    from . import hub
 
-    result = dl.download_model(cfg.model_name, models_dir=cfg.models_dir, base_url=cfg.base_url,
-                               timeout=cfg.timeout, retries=cfg.retries)
+    result = hub.fetch_model(cfg.model_name, cfg.models_dir, source=cfg.source, repo=cfg.repo,
+                             base_url=cfg.base_url, timeout=cfg.timeout, retries=cfg.retries)
     print(result.summary(), file=sys.stderr)
 
 
@@ -151,6 +157,22 @@ class EvaluateConfig(ModelFlags):
                               "(as encode.py)", minimum=0)
     encoding: str = opt("utf-8", "text encoding of the text files")
     checkpoint_dir: str = opt("checkpoint", "where run folders are (for --run_name)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """Write SOURCE's weights, hparams and vocabulary into the new folder OUT (hf or openai format).
+
+    The flags of export.py and `gpt2easy export`."""
+
+    source: str = opt(help="run folder, model folder (ours or Hugging Face), checkpoint prefix, or a "
+                           "model name under models_dir", positional=True)
+    out: str = opt(help="folder to create with the exported model", positional=True)
+    format: str = opt("hf", "hf (transformers / the hub) or openai (OpenAI's release layout)",
+                      choices=("hf", "openai"))
+    dtype: str = opt("float32", "number format of the exported weights (hf only)",
+                     choices=("float32", "bfloat16", "float16"))
+    models_dir: str | None = opt(None, MODELS_DIR_HELP)
 
 
 PROMPT = "Model prompt >>> "

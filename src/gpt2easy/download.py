@@ -60,6 +60,10 @@ class DownloadResult:
         )
 
 
+class NetworkError(UserError):
+    """The server could not be reached or refused the file (another source may still work)."""
+
+
 class _Transient(Exception):
     """A failure worth retrying (timeout, dropped connection, short body, HTTP 5xx)."""
 
@@ -144,9 +148,12 @@ def download_model(
 class _FileFetch:
     """One file: skip it if complete, else fill `FILE.part` (resuming) and rename it into place."""
 
-    def __init__(self, url: str, target: Path, timeout: float, progress: bool):
+    def __init__(self, url: str, target: Path, timeout: float, progress: bool,
+                 headers: dict[str, str] | None = None, verify=None):
         self.url, self.target, self.timeout, self.progress = url, target, timeout, progress
         self.part = target.with_name(target.name + ".part")
+        self.headers = headers or {}  # e.g. the hub's Authorization
+        self.verify = verify  # called with the complete `.part` before the rename (checksums)
         self.skipped = False
         self.written = 0
 
@@ -163,10 +170,12 @@ class _FileFetch:
             size = self._fetch_into_part(have, size)
         if size is not None and self.part.stat().st_size != size:
             raise _Transient(f"got {self.part.stat().st_size} of {size} bytes")
+        if self.verify is not None:
+            self.verify(self.part)
         _finish(self.part, self.target)
 
     def _open(self, method: str = "GET", start: int = 0, end: int | None = None):
-        request = urllib.request.Request(self.url, method=method)
+        request = urllib.request.Request(self.url, method=method, headers=self.headers)
         if start or end is not None:
             request.add_header("Range", f"bytes={start}-{'' if end is None else end}")
         return urllib.request.urlopen(request, timeout=self.timeout)
@@ -268,8 +277,10 @@ def _finish(part: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
-def _with_retries(fn, url: str, name: str, retries: int, backoff: float) -> None:
-    """Run `fn`, retrying transient network failures; turn the rest into one-line UserErrors."""
+def _with_retries(fn, url: str, name: str, retries: int, backoff: float,
+                  where: str = "--base_url") -> None:
+    """Run `fn`, retrying transient network failures; turn the rest into one-line UserErrors.
+    `where`: what the user can change to fetch from elsewhere (named in the messages)."""
     for attempt in range(retries + 1):
         try:
             return fn()
@@ -281,15 +292,15 @@ def _with_retries(fn, url: str, name: str, retries: int, backoff: float) -> None
                 raise
             if isinstance(e, urllib.error.HTTPError) and not transient:
                 hint = (
-                    f"is {name!r} on that server? check the model name and --base_url"
+                    f"is {name!r} on that server? check the model name and {where}"
                     if e.code == 404
-                    else "check --base_url"
+                    else f"check {where}"
                 )
-                raise UserError(f"{url}: {reason}; {hint}") from None
+                raise NetworkError(f"{url}: {reason}; {hint}") from None
             if not transient or attempt == retries:
                 tries = f" (after {attempt + 1} tries)" if attempt else ""
-                raise UserError(
-                    f"cannot reach {url}: {reason}{tries}; check your connection or use --base_url"
+                raise NetworkError(
+                    f"cannot reach {url}: {reason}{tries}; check your connection or use {where}"
                 ) from None
             delay = backoff * min(2**attempt, 10)
             logger.warning("%s: %s; retrying in %.0f s (%d/%d)", url, reason, delay, attempt + 1, retries)

@@ -53,12 +53,15 @@ def fix_surrogates(text: str) -> str:
 
 
 def _load_vocab(folder: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from .hf_vocab import vocab_texts  # also reads a Hugging Face folder's vocab.json/merges.txt
+
     enc_path, bpe_path = vocab_paths(folder)
+    encoder_text, bpe_text = vocab_texts(folder)
     path = enc_path
     try:
-        encoder = json.loads(enc_path.read_text(encoding="utf-8"))
+        encoder = json.loads(encoder_text)
         path = bpe_path
-        lines = bpe_path.read_text(encoding="utf-8").split("\n")
+        lines = bpe_text.split("\n")
         merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read the vocabulary file {path}: {e}") from None

@@ -14,6 +14,13 @@ MODELS_DIR_ENV = "GPT2EASY_MODELS_DIR"
 MODELS_DIR_HELP = (f"folder holding one folder per model (if not given: ${MODELS_DIR_ENV}, else ./src/models "
                    f"if it exists, else ./models)")
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
+# A Hugging Face folder (see hf.py) is a model folder too: config.json instead of hparams.json,
+# vocab.json + merges.txt (the same two files under other names) or tokenizer.json.
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
+HF_TORCH_WEIGHTS = "pytorch_model.bin"
+HF_VOCAB_FILES = ("vocab.json", "merges.txt")
+HF_TOKENIZER = "tokenizer.json"
 # Old names of OpenAI's releases (renamed in August 2019 when the parameter counts were corrected).
 MODEL_ALIASES = {"117M": "124M", "345M": "355M"}
 
@@ -40,17 +47,34 @@ def resolve_models_dir(models_dir: str | Path | None) -> Path:
 
 
 def available_models(models_dir: str | Path | None) -> list[str]:
-    """Names of the folders under `models_dir` that hold an `hparams.json`."""
+    """Names of the folders under `models_dir` that hold an `hparams.json` (or a HF config.json)."""
     root = resolve_models_dir(models_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "hparams.json").is_file())
+    return sorted(p.name for p in root.iterdir()
+                  if (p / "hparams.json").is_file() or (p / HF_CONFIG).is_file())
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    """Does `folder` hold hparams (hparams.json or config.json) and a vocabulary of its own?"""
+    folder = Path(folder)
+    has_vocab = any(all((folder / n).is_file() for n in names)
+                    for names in (VOCAB_FILES, HF_VOCAB_FILES, (HF_TOKENIZER,)))
+    return has_vocab and ((folder / "hparams.json").is_file() or (folder / HF_CONFIG).is_file())
+
+
+def torch_only_message(folder: str | Path) -> str:
+    return (f"{folder}: only {HF_TORCH_WEIGHTS} (PyTorch pickle, needs torch to read); convert it "
+            f"once with transformers: GPT2LMHeadModel.from_pretrained(FOLDER).save_pretrained(FOLDER) "
+            f"writes {HF_WEIGHTS}, which gpt2easy reads")
 
 
 def model_dir(models_dir: str | Path | None, model_name: str) -> Path:
     """The folder of model `model_name`, checked to exist; the error lists what is there."""
     root = resolve_models_dir(models_dir)
     candidates = [root / str(model_name)]
+    if "/" in str(model_name) or str(model_name).startswith("~"):  # a folder given by its path
+        candidates.append(Path(str(model_name)).expanduser())
     if str(model_name) in MODEL_ALIASES:
         candidates.append(root / MODEL_ALIASES[str(model_name)])
     for folder in candidates:
@@ -65,8 +89,12 @@ def model_dir(models_dir: str | Path | None, model_name: str) -> Path:
 
 
 def vocab_paths(folder: str | Path) -> tuple[Path, Path]:
-    """`encoder.json` and `vocab.bpe` of a model folder, checked to exist."""
+    """`encoder.json` and `vocab.bpe` of a model folder, checked to exist. In a Hugging Face folder:
+    `vocab.json` and `merges.txt`, else `tokenizer.json` twice (read them with hf_vocab.vocab_texts)."""
     folder = Path(folder)
+    for names in (HF_VOCAB_FILES, (HF_TOKENIZER, HF_TOKENIZER)):
+        if not (folder / VOCAB_FILES[0]).is_file() and all((folder / n).is_file() for n in names):
+            return folder / names[0], folder / names[1]
     paths = tuple(folder / name for name in VOCAB_FILES)
     missing = [p.name for p in paths if not p.is_file()]
     if missing:

@@ -1,10 +1,12 @@
 """A training run's folder `checkpoint/RUN`: lock, model files, what to start from, what to save.
 
 The run folder is a complete model folder: `hparams.json`, `encoder.json`, `vocab.bpe` are copied in
-at the start, and checkpoints `model-N` (N = completed updates) hold the weights under OpenAI's names,
-plus the optimizer slots (`optimizer/<weight>/m`, `/v`) and the loop state (`train/step`,
-`train/seed`, `train/sampler`, `train/avg_loss`, `train/optimizer`) that make a resume exact. Readers
-of weights ignore the extra entries.
+at the start (converted from a Hugging Face base folder), and checkpoints `model-N` (N = completed
+updates) hold the weights under OpenAI's names and nothing else. Beside each, `model-N.train` holds the
+loop state (`train/step`, `train/seed`, `train/sampler`, `train/avg_loss`, `train/optimizer`) and
+`model-N.optimizer` the optimizer slots (`optimizer/<weight>/m`, `/v`), by default for the newest
+checkpoint only (`--save_optimizer`): together they make a resume exact. Old run folders, with these
+entries inside `model-N`, resume the same way.
 
 Where training starts (`--restore_from`):
 - `latest`: the newest readable checkpoint of the run folder (falling back past corrupt ones), else
@@ -31,6 +33,7 @@ from filelock import FileLock, Timeout
 
 from .checkpoint import (
     BEST,
+    SAVE_OPTIMIZER,
     best_checkpoint,
     candidates,
     list_tensors,
@@ -41,7 +44,8 @@ from .checkpoint import (
 )
 from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text
-from .folders import VOCAB_FILES, model_dir, vocab_paths
+from .folders import HF_TORCH_WEIGHTS, VOCAB_FILES, is_model_folder, model_dir, torch_only_message
+from .hf_vocab import vocab_texts
 from .hparams import HParams
 
 logger = logging.getLogger(__name__)
@@ -93,19 +97,20 @@ def source_folder(run_dir: Path, restore_from: str, models_dir: str, model_name:
     if restore_from not in ("latest", "fresh"):
         path = Path(restore_from).expanduser()
         own = path if path.is_dir() else path.parent
-        if complete(own):
+        if complete(own) or is_model_folder(own):  # ours, or a Hugging Face folder
             return own
     return model_dir(models_dir, model_name)
 
 
 def copy_model_files(src: Path, run_dir: Path, hp: HParams) -> None:
-    """Make `run_dir` a complete model folder: hparams.json and the vocabulary, atomically."""
+    """Make `run_dir` a complete model folder: hparams.json and the vocabulary, atomically (in our
+    layout, also when `src` is a Hugging Face folder)."""
     if src.resolve() == run_dir.resolve():
         return
     hp.to_json(run_dir / "hparams.json")
-    for path in vocab_paths(src):
-        data = path.read_bytes()
-        target = run_dir / path.name
+    for name, text in zip(VOCAB_FILES, vocab_texts(src), strict=True):
+        data = text.encode("utf-8")
+        target = run_dir / name
         if not target.is_file() or target.read_bytes() != data:
             atomic_write_bytes(target, data)
 
@@ -142,6 +147,8 @@ def find_start(restore_from: str, run_dir: Path, base_dir: Path | None, hp: HPar
         # alone checks only the weights, stored first).
         return newest_readable(run_dir, lambda prefix: _load(prefix, hp))
     if restore_from in ("latest", "fresh"):
+        if base_dir is not None and (base_dir / HF_TORCH_WEIGHTS).is_file() and not candidates(base_dir):
+            raise UserError(torch_only_message(base_dir))
         if base_dir is not None and candidates(base_dir):
             start = _load(base_dir, hp)
             return Start(start.weights, 0, start.prefix)  # base weights: a new run, step 0
@@ -163,18 +170,27 @@ def state_text(tensors: dict[str, np.ndarray], name: str) -> str | None:
 
 def save(run_dir: Path, step: int, weights: dict, slots: dict, *, seed: int, sampler_state: dict,
          avg_loss: tuple[float, float], optimizer: str, max_to_keep: int | None,
-         extra: dict | None = None, protect: tuple[str, ...] = ()) -> str:
+         extra: dict | None = None, protect: tuple[str, ...] = (),
+         save_optimizer: str = "newest") -> str:
     """Write checkpoint `model-<step>` with everything a resume needs, then the counter file.
-    `extra`: more `train/` state (best.Best); `protect`: checkpoints max_to_keep never removes."""
+
+    `extra`: more `train/` state (best.Best); `protect`: checkpoints max_to_keep never removes;
+    `save_optimizer`: which checkpoints keep their optimizer slots (`model-N.optimizer`): the
+    newest only (older ones keep weights and loop state), all, or none (a resume then restarts the
+    optimizer from zero)."""
+    if save_optimizer not in SAVE_OPTIMIZER:
+        raise UserError(f"--save_optimizer must be one of {', '.join(SAVE_OPTIMIZER)}")
     tensors = dict(weights)
-    tensors.update(slots)
+    if save_optimizer != "none":
+        tensors.update(slots)
     tensors.update(extra or {})
     tensors["train/step"] = np.int64(step)
     tensors["train/seed"] = np.int64(seed)
     tensors["train/sampler"] = np.array(json.dumps(sampler_state).encode("utf-8"), dtype=object)
     tensors["train/avg_loss"] = np.array(avg_loss, np.float64)
     tensors["train/optimizer"] = np.array(optimizer.encode("utf-8"), dtype=object)
-    prefix = write_checkpoint(run_dir, step, tensors, max_to_keep=max_to_keep or None, protect=protect)
+    prefix = write_checkpoint(run_dir, step, tensors, max_to_keep=max_to_keep or None, protect=protect,
+                              save_optimizer=save_optimizer)
     atomic_write_text(run_dir / "counter", f"{step}\n")
     return prefix
 

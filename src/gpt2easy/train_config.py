@@ -13,13 +13,15 @@ from .folders import MODELS_DIR_HELP
 from .options import check_config, opt
 from .tables import CorpusFlags
 
-# The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, train.PRECISIONS
+# The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, train.PRECISIONS,
+# checkpoint.SAVE_OPTIMIZER
 # (plus auto, resolved by machine.resolve_precision)
 # and distribute.STRATEGIES (modules that import TensorFlow).
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_DECAYS = ("none", "cosine", "linear")
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+SAVE_OPTIMIZER = ("newest", "all", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,9 @@ class TrainConfig(CorpusFlags):
                                 "mirrored (every GPU of this machine), or multi_worker (the machines in "
                                 "TF_CONFIG; run train.py on each, only the chief writes)",
                         choices=STRATEGIES)
+    save_optimizer: str = opt("newest", "checkpoints that keep their optimizer slots (the newest only, "
+                                        "all, or none: a resume then restarts the optimizer)",
+                              choices=SAVE_OPTIMIZER)
     keep_best: bool = opt(False, "keep the checkpoint with the lowest validation loss whatever "
                                  "--max_checkpoints removes, named in RUN/best.json (train on from it "
                                  "with --restore_from best; sample or evaluate it as checkpoint "

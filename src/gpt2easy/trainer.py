@@ -30,7 +30,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
-from . import distribute, runfolder
+from . import distribute, hf, runfolder
 from .best import Best
 from .checkpoint import read_best, write_best
 from .corpus import list_files
@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
 def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.Strategy,
            chief: bool) -> dict:
     src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
-    hp = HParams.from_json(src / "hparams.json")
+    hp = hf.read_hparams(src)
     sample_length = cfg.sample_length or hp.n_ctx - 1
     if sample_length > hp.n_ctx:
         raise UserError(f"--sample_length {sample_length} is too long: the model has {hp.n_ctx} "
@@ -196,7 +196,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
             run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
             max_to_keep=cfg.max_checkpoints, extra=best.state(),
-            protect=tuple(f"model-{k}" for k in sorted(keep)))
+            protect=tuple(f"model-{k}" for k in sorted(keep)), save_optimizer=cfg.save_optimizer)
         logger.info("saved %s", runfolder.relpath(prefix))
         mlog.sync()
         return prefix
