@@ -136,13 +136,19 @@ def download_model(
                 result.downloaded.append(filename)
             result.bytes_written += fetcher.written
     except BaseException:
-        for path in made:  # folders this call made and left empty (partial files are kept)
-            try:
-                path.rmdir()
-            except OSError:
-                break
+        remove_empty(made)
         raise
     return result
+
+
+def remove_empty(made: list[Path]) -> None:
+    """Remove the folders a failed download made and left empty, innermost first (partial files
+    are kept, for resuming)."""
+    for path in made:
+        try:
+            path.rmdir()
+        except OSError:
+            break
 
 
 class _FileFetch:

@@ -114,11 +114,7 @@ def download_repo(repo: str, folder: str | Path, *, timeout: float = 30.0, retri
             raise UserError(f"{repo}: no GPT-2 tokenizer files on the hub (vocab.json + merges.txt "
                             f"or tokenizer.json)")
     except BaseException:
-        for path in made:  # folders this call made and left empty (partial files are kept)
-            try:
-                path.rmdir()
-            except OSError:
-                break
+        download.remove_empty(made)
         raise
     return result
 
