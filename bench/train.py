@@ -11,7 +11,7 @@ Shapes: `124m` (default): GPT-2 124M, batch 1 x 1024 tokens, Adam (lr 2e-5), as 
 fine-tuning. `demo`: the demo's preset (4 layers x 256, 4 heads, context 128), batch 4 x 128 tokens,
 AdamW (weight decay 0.1 on matrices; Adam for the classic graph, which has no AdamW), where the
 50257-way output layer is most of the work. Random weights, one process per setting, one at a time:
-- ours-fp32, ours-bf16: gpt2easy's compiled step (train.TrainStep), as train.py runs it.
+- ours-fp32, ours-bf16: gpt2easy's compiled step (step.TrainStep), as train.py runs it.
 - classic-tf1: gpt-2-simple's model.py (nshepperd's/OpenAI's TF1 graph) under tf.compat.v1 with
   `tf.compat.v1.train.AdamOptimizer`, fed through a placeholder like the classic train.py.
 - hf-fp32, hf-bf16: transformers GPT2LMHeadModel on PyTorch, torch.optim.Adam; bf16 = autocast.
@@ -91,7 +91,7 @@ def time_steps(step, n: int) -> dict:
 def worker_ours(precision: str, n: int, xla: bool = False, shape_name: str = "124m") -> dict:
     from gpt2easy.model import GPT2
     from gpt2easy.optim import Optimizer
-    from gpt2easy.train import StepConfig, TrainStep
+    from gpt2easy.step import StepConfig, TrainStep
 
     hp, batch, window, optimizer = shape_of(shape_name)
     gpt = GPT2(hp, seed=0)
@@ -198,11 +198,12 @@ def _timed(fn) -> float:
 
 def worker_curve(precision: str, n: int) -> dict:
     """Loss curve of a 4 x 256 model on Shakespeare (real vocabulary), fixed seed and batches."""
-    from gpt2easy.dataset import Sampler, load_dataset
+    from gpt2easy.dataset import load_dataset
     from gpt2easy.hparams import HParams
     from gpt2easy.model import GPT2
     from gpt2easy.optim import Optimizer
-    from gpt2easy.train import StepConfig, TrainStep
+    from gpt2easy.step import StepConfig, TrainStep
+    from gpt2easy.windows import Sampler
 
     shared = os.path.join(os.path.dirname(ROOT), "shared", "data")
     chunks = load_dataset(os.path.join(shared, "shakespeare", "sonnets.txt"),

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt2easy.dataset import Sampler, load_dataset, save_npz, with_start_token
+from gpt2easy.dataset import load_dataset, save_npz, with_start_token
 from gpt2easy.encoder import ENDOFTEXT
+from gpt2easy.windows import Sampler
 
 EOT = 50256
 

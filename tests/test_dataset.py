@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt2easy import corpus, dataset
-from gpt2easy.dataset import Sampler, load_dataset, load_npz, save_npz
+from gpt2easy.dataset import load_dataset, load_npz, save_npz
 from gpt2easy.encoder import ENDOFTEXT
 from gpt2easy.errors import UserError
+from gpt2easy.windows import Sampler
 
 # ---------------------------------------------------------------- archives
 

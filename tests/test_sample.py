@@ -181,7 +181,7 @@ def test_training_samples_let_top_p_replace_top_k(tmp_path, vocab_dir):
     from gpt2easy.generate import Controls, Generator
     from gpt2easy.hparams import HParams
     from gpt2easy.model import GPT2, initial_weights
-    from gpt2easy.training_samples import SampleWriter
+    from gpt2easy.sample_writer import SampleWriter
 
     hp = HParams(n_vocab=300, n_ctx=32, n_embd=32, n_head=2, n_layer=2)
     gpt = GPT2(hp, initial_weights(hp, 0))

@@ -18,7 +18,7 @@ from gpt2easy.errors import UserError
 from gpt2easy.hparams import HParams
 from gpt2easy.model import GPT2, initial_weights, weight_shapes
 from gpt2easy.optim import Optimizer, Schedule
-from gpt2easy.train import StepConfig, TrainStep, add_noise
+from gpt2easy.step import StepConfig, TrainStep, add_noise
 from gpt2easy.trainer import TrainConfig, train
 
 HP = HParams(n_vocab=300, n_ctx=32, n_embd=32, n_head=2, n_layer=2)
@@ -279,7 +279,7 @@ def test_samples_and_validation(tiny, caplog):
 
 
 def test_samples_read_the_current_weights(tiny):
-    from gpt2easy.training_samples import SampleWriter
+    from gpt2easy.sample_writer import SampleWriter
 
     gpt = GPT2(HP, initial_weights(HP, 0))
     kw = dict(seed=1, length=6, num=1, batch_size=2, top_k=40, top_p=0.0, precision="fp32",

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from test_model import random_weights, reference_logits
 
-from gpt2easy import train as train_module
+from gpt2easy import step as train_module
 from gpt2easy.checkpoint import load_weights
 from gpt2easy.dataset import save_npz
 from gpt2easy.hparams import HParams

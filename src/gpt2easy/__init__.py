@@ -12,7 +12,7 @@ From Python (see the README's "From Python"):
 Importing gpt2easy does not import TensorFlow: the API's functions are loaded on first use.
 Modules that never import TensorFlow (so `encode.py` starts fast): `errors`, `hparams`, `files`,
 `folders`, `encoder`, `dataset`, `cli`, `api`. The TensorFlow side: `model`, `checkpoint`, `sample`,
-`train`, `loaded_model`.
+`step`, `trainer`, `loaded_model`.
 """
 
 from .errors import UserError

@@ -23,7 +23,6 @@ from .corpus import Stats, encode_stream, list_files, token_dtype
 from .encoder import Encoder, get_encoder
 from .errors import UserError
 from .files import atomic_path
-from .sampler import Sampler, json_copy  # noqa: F401  (re-exported: dataset.Sampler)
 
 SPILL_BYTES = 64 << 20  # a chunk bigger than this is buffered in a temporary file, not in memory
 _REENCODE = "re-create it with: python encode.py YOUR_TEXT {path}"

@@ -13,7 +13,7 @@ from .folders import MODELS_DIR_HELP
 from .options import check_config, opt
 from .tables import CorpusFlags
 
-# The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, train.PRECISIONS,
+# The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, step.PRECISIONS,
 # checkpoint.SAVE_OPTIMIZER
 # (plus auto, resolved by machine.resolve_precision)
 # and distribute.STRATEGIES (modules that import TensorFlow).
@@ -126,7 +126,7 @@ class TrainConfig(CorpusFlags):
     def check(self) -> None:
         """One-line UserErrors for flags that cannot work, before anything slow happens."""
         from .optim import Optimizer
-        from .train import StepConfig
+        from .step import StepConfig
 
         self.check_flags()
         self.schedule()  # validates learning rate, warm-up and decay

@@ -34,16 +34,17 @@ from . import distribute, hf, runfolder
 from .best import Best
 from .checkpoint import read_best, write_best
 from .corpus import list_files
-from .dataset import Sampler, load_dataset
+from .dataset import load_dataset
 from .errors import UserError
 from .folders import model_dir
 from .hparams import HParams
 from .metrics import MetricsLog
 from .model import GPT2
 from .optim import Optimizer
-from .train import EvalLoss, StepConfig, TrainStep
+from .sample_writer import SampleWriter
+from .step import EvalLoss, StepConfig, TrainStep
 from .train_config import TrainConfig  # noqa: F401 - re-exported: trainer.TrainConfig
-from .training_samples import SampleWriter
+from .windows import Sampler
 
 logger = logging.getLogger(__name__)
 START_TOKEN = 50256  # GPT-2's <|endoftext|>: every training chunk begins with it
