@@ -162,9 +162,9 @@ def choose_path(demo: Demo, want: str, vocab: str | None, hparams: str, base_url
             folder.rmdir()  # the empty folder a failed download leaves behind
         except OSError:
             pass
-        demo.say("GPT-2 124M could not be downloaded from here (OpenAI's storage, then the Hugging "
-                 "Face hub unless a mirror is given: message above), so the demo trains a small GPT-2 "
-                 "from scratch instead.")
+        demo.say("GPT-2 124M is unreachable from here (OpenAI's storage, then the Hugging Face hub "
+                 "unless a mirror is given: message above), so the demo trains a small GPT-2 from "
+                 "scratch instead.")
     args = [f"{MODELS_DIR}/{SCRATCH.model_name}", "--hparams", hparams]
     if vocab:
         args += ["--source", vocab]
