@@ -106,11 +106,13 @@ def test_classic_archives_get_the_start_token_and_ours_stay_classic(tmp_path, re
 
 
 def test_with_start_token_keeps_dtype_and_replaces_in_place():
-    chunks = [np.array([1, 2], np.uint16), np.array([EOT, 3], np.uint16), np.array([70000], np.int32)]
+    chunks = [np.array([1, 2], np.uint16), np.array([EOT, 3], np.uint16), np.array([70000, 1], np.int32),
+              np.array([4], np.uint16)]
     out = with_start_token(chunks, EOT)
     assert out is chunks
-    assert [c.tolist() for c in out] == [[EOT, 1, 2], [EOT, 3], [EOT, 70000]]
-    assert [c.dtype for c in out] == [np.uint16, np.uint16, np.int32]
+    # a one-token chunk stays alone: a corpus of nothing else is refused as too small to learn from
+    assert [c.tolist() for c in out] == [[EOT, 1, 2], [EOT, 3], [EOT, 70000, 1], [4]]
+    assert [c.dtype for c in out] == [np.uint16, np.uint16, np.int32, np.uint16]
 
 
 @pytest.mark.parametrize("n_vocab, start", [(50257, EOT), (300, None)])

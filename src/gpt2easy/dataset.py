@@ -239,10 +239,12 @@ def load_dataset(
 def with_start_token(chunks: list[np.ndarray], token: int) -> list[np.ndarray]:
     """`chunks` with `token` in front of each one that does not already begin with it.
 
-    Chunks are replaced one at a time, so memory grows by one chunk at most.
+    A chunk of a single token stays as it is: it holds no pair to learn from by itself, and a corpus
+    of nothing else is refused as too small rather than trained on the start token alone. Chunks are
+    replaced one at a time, so memory grows by one chunk at most.
     """
     for i, c in enumerate(chunks):
-        if len(c) and int(c[0]) != token:
+        if len(c) > 1 and int(c[0]) != token:
             out = np.empty(len(c) + 1, np.result_type(c.dtype, np.min_scalar_type(token)))
             out[0], out[1:] = token, c
             chunks[i] = out
