@@ -58,7 +58,7 @@ register("generate", "gpt2easy.commands:GenerateConfig", "gpt2easy.commands:gene
          "generate samples from nothing (generate_unconditional_samples.py)")
 register("evaluate", "gpt2easy.commands:EvaluateConfig", "gpt2easy.evaluate:main",
          "loss, perplexity and bits per byte of a model on a corpus (evaluate.py)")
-register("export", "gpt2easy.commands:ExportConfig", "gpt2easy.exporter:main",
+register("export", "gpt2easy.commands:ExportConfig", "gpt2easy.commands:export",
          "write a model as a Hugging Face folder or in OpenAI's layout (export.py)")
 register("serve", "gpt2easy.serve:ServeConfig", "gpt2easy.serve:main",
          "a web page and OpenAI's completions API for a model (serve.py)")

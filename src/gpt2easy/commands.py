@@ -175,6 +175,16 @@ class ExportConfig:
     models_dir: str | None = opt(None, MODELS_DIR_HELP)
 
 
+def export(cfg: ExportConfig) -> None:
+    """Write SOURCE's weights, hparams and vocabulary into the new folder OUT (hf or openai format)."""
+    cli.quiet_tensorflow()
+    from .exporter import run_export
+
+    result = run_export(cfg)
+    print(f"exported {result['checkpoint']} to {result['out']} ({result['format']}: "
+          f"{', '.join(result['files'])})", file=sys.stderr)
+
+
 PROMPT = "Model prompt >>> "
 
 

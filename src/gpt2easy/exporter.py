@@ -43,18 +43,6 @@ def resolve_source(source: str, models_dir: str = DEFAULT_MODELS_DIR) -> tuple[P
     return folder, (str(path) if path.is_dir() else find_checkpoint(path))
 
 
-def main(cfg: ExportConfig) -> None:
-    """Write SOURCE's weights, hparams and vocabulary into the new folder OUT (hf or openai format)."""
-    import sys
-
-    from .cli import quiet_tensorflow
-
-    quiet_tensorflow()
-    result = run_export(cfg)
-    print(f"exported {result['checkpoint']} to {result['out']} ({result['format']}: "
-          f"{', '.join(result['files'])})", file=sys.stderr)
-
-
 def run_export(cfg: ExportConfig) -> dict:
     """Write the export; returns {"out", "format", "checkpoint", "files"}."""
     if cfg.format not in FORMATS:
