@@ -70,6 +70,19 @@ def _fields(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def _command_config(cls, what: str, paths: dict, options: dict):
+    """A command's config (`cls`) from the API's arguments: the path arguments as strings, the other
+    options checked by name and type, then every field as the command line checks it, with the
+    models folder resolved as the command line resolves it."""
+    from .cli import resolve_folders
+    from .options import check_config
+
+    fields = {k: v for k, v in _fields(cls).items() if k not in paths}
+    cfg = cls(**{k: plain(k, v, "str") for k, v in paths.items()}, **check_options(options, fields, what))
+    check_config(cfg)
+    return resolve_folders(cfg)
+
+
 def _tensorflow() -> None:
     """Import TensorFlow as the command lines do (quiet, oneDNN on)."""
     from .cli import quiet_tensorflow
@@ -87,15 +100,10 @@ def encode(in_text: str | Path, out_npz: str | Path, *, progress: bool = True, *
     legacy_endoftext, keep_line_endings, column, header). Nothing is written at `out_npz` unless it
     all worked. Returns the counts (files, documents, characters, tokens, chunks, bytes).
     """
-    from .cli import resolve_folders
     from .commands import EncodeConfig, encode_corpus
-    from .options import check_config
 
-    fields = {k: v for k, v in _fields(EncodeConfig).items() if k not in ("in_text", "out_npz")}
-    cfg = EncodeConfig(in_text=plain("in_text", in_text, "str"), out_npz=plain("out_npz", out_npz, "str"),
-                       **check_options(options, fields, "encode"))  # fmt: skip
-    check_config(cfg)
-    return encode_corpus(resolve_folders(cfg), progress)
+    cfg = _command_config(EncodeConfig, "encode", {"in_text": in_text, "out_npz": out_npz}, options)
+    return encode_corpus(cfg, progress)
 
 
 def export(source: str | Path, out: str | Path, **options) -> dict:
@@ -103,18 +111,13 @@ def export(source: str | Path, out: str | Path, **options) -> dict:
     `source` a run folder, model folder, checkpoint prefix or model name; `out` a new folder;
     options `format` ("hf" or "openai"), `dtype` ("float32", "bfloat16", "float16"; hf only),
     `models_dir`. Returns {"out", "format", "checkpoint", "files"}."""
-    from .cli import resolve_folders
     from .commands import ExportConfig
-    from .options import check_config
 
-    fields = {k: v for k, v in _fields(ExportConfig).items() if k not in ("source", "out")}
-    cfg = ExportConfig(source=plain("source", source, "str"), out=plain("out", out, "str"),
-                       **check_options(options, fields, "export"))  # fmt: skip
-    check_config(cfg)
+    cfg = _command_config(ExportConfig, "export", {"source": source, "out": out}, options)
     _tensorflow()
     from .exporter import run_export
 
-    return run_export(resolve_folders(cfg))
+    return run_export(cfg)
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import UserError
 from .files import atomic_path, atomic_write_text
 from .folders import HF_CONFIG, HF_TOKENIZER
-from .hf_vocab import ENDOFTEXT, eot_id, tokenizer_json
+from .hf_vocab import ENDOFTEXT, eot_id, read_json_object, tokenizer_json
 from .hparams import HParams
 
 logger = logging.getLogger(__name__)
@@ -72,12 +72,7 @@ def openai_name(name: str) -> str:
 def hparams_from_config(path: str | Path) -> HParams:
     """Our hparams from a transformers `config.json`, refusing anything but GPT-2's architecture."""
     path = Path(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable JSON file ({e})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: expected a JSON object")
+    config = read_json_object(path, missing_ok=False)
     archs = config.get("architectures") or []
     if config.get("model_type") != "gpt2":
         raise UserError(f"{path}: model_type {config.get('model_type')!r} ({', '.join(archs) or '?'}) "

@@ -28,7 +28,7 @@ def check_tokenizer(folder: str | Path) -> None:
         return UserError(f"{folder}: the tokenizer differs from GPT-2's ({what}); gpt2easy encodes "
                          f"only with GPT-2's byte-level BPE")
 
-    config = _json(folder / "tokenizer_config.json")
+    config = read_json_object(folder / "tokenizer_config.json")
     if config is not None:
         cls = str(config.get("tokenizer_class") or "GPT2Tokenizer")
         if cls.removesuffix("Fast") != "GPT2Tokenizer":
@@ -36,7 +36,7 @@ def check_tokenizer(folder: str | Path) -> None:
         for key in ("add_prefix_space", "add_bos_token", "do_lower_case"):
             if config.get(key):
                 raise refuse(f"{key} is set")
-    tok = _json(folder / HF_TOKENIZER)
+    tok = read_json_object(folder / HF_TOKENIZER)
     if tok is not None:
         model = tok.get("model") or {}
         if model.get("type") != "BPE":
@@ -51,8 +51,10 @@ def check_tokenizer(folder: str | Path) -> None:
             raise refuse(f"added tokens {', '.join(map(str, extra[:3]))}")
 
 
-def _json(path: Path) -> dict | None:
-    if not path.is_file():
+def read_json_object(path: Path, missing_ok: bool = True) -> dict | None:
+    """The JSON object in `path` (None for a missing file when `missing_ok`); a one-line UserError
+    for anything unreadable or not an object. Shared by the config and tokenizer readers."""
+    if missing_ok and not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -79,7 +81,7 @@ def vocab_texts(folder: str | Path) -> tuple[str, str]:
             return first.read_text(encoding="utf-8"), merges
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read the vocabulary of {folder}: {e}") from None
-    model = _json(first).get("model") or {}
+    model = read_json_object(first).get("model") or {}
     vocab, merges = model.get("vocab"), model.get("merges")
     if not isinstance(vocab, dict) or not isinstance(merges, list):
         raise UserError(f"{first}: no BPE vocabulary and merges inside")
