@@ -34,6 +34,7 @@ GOOD_TEXT = "To be, or not to be, that is the question.\n" * 20
 
 ENC, DL, TRAIN = "encode.py", "download_model.py", "train.py"
 ICS, GUS = "interactive_conditional_samples.py", "generate_unconditional_samples.py"
+EVAL, EXP, SRV = "evaluate.py", "export.py", "serve.py"
 
 # TensorFlow's own start-up lines, printed before our code can silence them (see the report of
 # issue 7: quiet_tensorflow's TF_ENABLE_ONEDNN_OPTS=1 makes TF log them); not ours, so ignored.
@@ -307,7 +308,8 @@ CASES: dict[str, tuple[str, list[str], str]] = {
 FLAG_ROWS = [n for n in CASES if n.split(" ", 1)[1] in {
     "misspelled flag", "unknown flag", "word for a number", "fraction for a whole number",
     "word for a boolean", "empty value", "repeated flag", "repeated boolean"}]
-SUBCOMMAND = {ENC: "encode", DL: "download", TRAIN: "train", ICS: "sample", GUS: "generate"}
+SUBCOMMAND = {ENC: "encode", DL: "download", TRAIN: "train", ICS: "sample", GUS: "generate",
+              EVAL: "evaluate", EXP: "export", SRV: "serve"}
 VIAS = ("script", "gpt2easy")
 
 # Table-shaped corpora (issue 16): malformed CSV/JSONL, a missing column, an empty table.
@@ -336,8 +338,24 @@ TABLE_CASES: dict[str, tuple[str, list[str], str]] = {
     "train bad --header": (TRAIN, ["--dataset", "data/good.npz", "--header", "maybe"], r"--header"),
 }
 CASES.update(TABLE_CASES)
+# The commands added with the front door (each also has its own, longer bad-input tests:
+# tests/test_evaluate.py, tests/test_hf.py, tests/test_serve_bad_input.py for HTTP requests).
+CASES.update({
+    "eval missing data": (EVAL, ["data/nothere.txt"], r"nothere\.txt"),
+    "eval misspelled flag": (EVAL, ["data/good.npz", "--strid", "2"], r"did you mean --stride\?"),
+    "eval negative stride": (EVAL, ["data/good.npz", "--stride", "-1"], r"--stride"),
+    "export bad format": (EXP, ["models/tiny", "out/x", "--format", "onnx"], r"--format"),
+    "export unknown source": (EXP, ["models/nothere", "out/x"], r"nothere"),
+    "export misspelled flag": (EXP, ["models/tiny", "out/x", "--dtyp", "float16"], r"did you mean --dtype\?"),
+    "serve port out of range": (SRV, ["--port", "70000"], r"--port"),
+    "serve misspelled flag": (SRV, ["--prot", "1"], r"did you mean --port\?"),
+    "serve unknown model": (SRV, ["--model_name", "nothere"], r"nothere"),
+})
 
 DEFAULT_MODEL = {ENC: ["--models_dir", "models", "--model_name", "tiny"],
+                 EVAL: ["--models_dir", "models", "--model_name", "tiny"],
+                 EXP: ["--models_dir", "models"],
+                 SRV: ["--models_dir", "models", "--model_name", "tiny", "--port", "0"],
                  TRAIN: ["--models_dir", "models", "--model_name", "tiny", "--steps", "2",
                          "--sample_length", "4", "--sample_every", "1"],
                  ICS: ["--models_dir", "models", "--model_name", "tiny", "--seed", "1"],
@@ -374,7 +392,7 @@ def run_case(root: Path, world: Path, sandbox: Path, name: str, via: str = "scri
     (sandbox / "out").mkdir()
     before = files_under(sandbox)
     # The row's positional arguments, the tiny model (unless the row says otherwise), the row's flags.
-    positional = {ENC: 2, DL: 1}.get(script, 0)
+    positional = {ENC: 2, DL: 1, EVAL: 1, EXP: 2}.get(script, 0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # as a user runs it
     command = [str(root / script)]
     if via == "gpt2easy":
@@ -408,7 +426,7 @@ def results(tmp_path_factory, vocab_dir, root):
 def test_the_table_has_the_rows_the_readme_promises(root):
     promised = re.search(r"Bad input: (\d+) kinds of bad input", (root / "README.md").read_text())
     assert promised and len(CASES) == int(promised.group(1)), "update the README's count with the table"
-    assert {c[0] for c in CASES.values()} == {ENC, DL, TRAIN, ICS, GUS}
+    assert {c[0] for c in CASES.values()} == {ENC, DL, TRAIN, ICS, GUS, EVAL, EXP, SRV}
 
 
 @pytest.mark.parametrize("via", VIAS)
