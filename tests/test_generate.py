@@ -279,16 +279,18 @@ def test_parse_stops():
         sample.parse_stops("")
 
 
-def test_refresh_follows_the_models_new_weights():
+@pytest.mark.parametrize("prompts", [[[1, 2, 3]], [[1, 2, 3], [4, 5, 6]]], ids=["batch1", "batch2"])
+def test_refresh_follows_the_models_new_weights(prompts):
+    """Batch 1 runs on the prepared copies, batch 2 on the wide [in, out] matrices: both follow."""
     gpt = GPT2(HP, seed=5)
     for precision in ("fp32", "bf16"):
         gen = Generator(gpt, precision)
-        before, _ = run(gen, [[1, 2, 3]], 5, temperature=0.0)
+        before, _ = run(gen, prompts, 5, temperature=0.0)
         for name, var in gpt.weights.items():
             var.assign(GPT2(HP, seed=6).weights[name])
         gen.refresh()
-        after, _ = run(gen, [[1, 2, 3]], 5, temperature=0.0)
-        fresh, _ = run(Generator(gpt, precision), [[1, 2, 3]], 5, temperature=0.0)
+        after, _ = run(gen, prompts, 5, temperature=0.0)
+        fresh, _ = run(Generator(gpt, precision), prompts, 5, temperature=0.0)
         np.testing.assert_array_equal(after, fresh)
         assert not np.array_equal(before, after)
         for name, var in gpt.weights.items():

@@ -4,15 +4,19 @@
 `[out, in]` (XLA's CPU code runs a one-row matrix-vector product at memory speed in that layout,
 about 1.3x slower in the other) and cast to the compute dtype, so bf16 reads half the bytes per token.
 
-Batches of more than one row in bf16 run "wide": XLA's CPU code multiplies a bf16 matrix by more
-than one vector by first converting the whole matrix to float32 (a new 500 MB array per token for
-124M, plus a float32 copy of the key/value cache per layer), which made batch 8 slower than batch 1.
-So a bf16 generator keeps, made on the first batch > 1, float32 copies of its bf16-rounded matrices
-and a float32 cache holding bf16-rounded values; activations are rounded to bf16 where the narrow
-path casts them. Same numbers as batch 1 (up to the order of the sums), no conversion per token.
+Batches of more than one row run "wide", on `[in, out]` float32 matrices: measured here, XLA's CPU
+code multiplies 8 rows by a `[in, out]` matrix about 1.4x faster than by the transposed layout (and
+1.6x for the 50257-way output layer), and a bf16 matrix times more than one vector is worse still
+(XLA first converts the whole matrix to float32: a new 500 MB array per token for 124M). So a
+generator makes, on the first batch > 1, float32 `[in, out]` copies: for fp32 the model's own
+variables serve (only the output embedding is copied, transposed); for bf16 they hold the
+bf16-rounded values, the cache holds bf16-rounded float32 values and activations are rounded to
+bf16 where the narrow path casts them: the same numbers as batch 1, up to the order of the sums.
 
-Per (batch, cache_len) it makes, once, the key/value cache as `tf.Variable`s
-(`n_layer x [2, batch, head, cache_len, head_dim]`) and two XLA-compiled functions:
+Per (batch, cache_len) it makes, once, the key/value cache as `tf.Variable`s (per layer one for
+the keys and one for the values, each `[batch, head, cache_len, head_dim]`: measured here, attending
+over a slice of one stacked `[2, ...]` variable costs twice the time, XLA copying the slice) and two
+XLA-compiled functions:
 - `prefill(tokens [batch, P], offset [batch], last)`: the whole prompt (padded to a bucket P;
   retraced per bucket only) in one pass; writes its keys/values at positions 0..P-1 and returns the
   logits after position `last`.
@@ -111,7 +115,7 @@ class Controls(NamedTuple):
 class Compiled(NamedTuple):
     """The cache variables of one (batch, cache_len) and the functions compiled for them."""
 
-    cache: list  # n_layer x tf.Variable [2, batch, head, cache_len, head_dim], compute dtype
+    cache: list  # n_layer x (keys, values), tf.Variable [batch, head, cache_len, head_dim] each
     prefill: tf.types.experimental.PolymorphicFunction
     step: tf.types.experimental.PolymorphicFunction
 
@@ -139,7 +143,10 @@ class Generator:
         self.w["wte_out"] = wte if self.dtype == tf.float32 else tf.Variable(
             tf.cast(wte, self.dtype), trainable=False
         )
-        self.w_wide = {}  # bf16 only, made on first use by a batch > 1: float32 copies (see above)
+        self.w_wide = {}  # float32 [in, out] matrices for batches > 1, made on first use
+        self._fp32_source = {  # fp32: the model's own [1, in, out] matrices serve as those
+            name: var for name, var in model.weights.items() if name.endswith(MATRICES)
+        } if self.dtype == tf.float32 else {}
         self.compiled = {}  # (batch, cache_len) -> Compiled
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
@@ -158,18 +165,34 @@ class Generator:
         if self.w["wte_out"] is not model.weights["model/wte"]:
             self.w["wte_out"].assign(tf.cast(model.weights["model/wte"], self.dtype))
         for name, var in self.w_wide.items():
-            var.assign(tf.cast(self.w[name], tf.float32))
+            if name not in self._fp32_source:
+                var.assign(self._wide_value(name))
 
     def _wide(self, batch: int) -> bool:
-        """Whether this batch size runs on the float32 copies (bf16 and batch > 1)."""
-        return self.dtype != tf.float32 and batch > 1
+        """Whether this batch size runs on the `[in, out]` float32 matrices (batch > 1)."""
+        return batch > 1
 
     def _weight(self, name: str, wide: bool) -> tf.Tensor:
+        """The matrix as the decoder multiplies it: `[out, in]` in the compute dtype (narrow), or
+        float32 `[in, out]` (wide; made on first use, see the module docstring)."""
         if not wide:
             return self.w[name]
         if name not in self.w_wide:
-            self.w_wide[name] = tf.Variable(tf.cast(self.w[name], tf.float32), trainable=False)
+            self.w_wide[name] = self._wide_copy(name)
         return self.w_wide[name]
+
+    def _wide_copy(self, name: str):
+        """The `[in, out]` float32 form of a prepared matrix: the model's variable itself where it
+        already is that (fp32 block matrices), else a new variable (see `refresh`)."""
+        if name in self._fp32_source:
+            return self._fp32_source[name]
+        return tf.Variable(self._wide_value(name), trainable=False)
+
+    def _wide_value(self, name: str) -> tf.Tensor:
+        """float32 `[in, out]` values of a prepared matrix (`[1, in, out]` for block matrices,
+        as the model stores them)."""
+        value = tf.transpose(tf.cast(self.w[name], tf.float32))
+        return value if name == "wte_out" else value[None]
 
     def _to(self, t, wide: bool):
         """Into the matmul type: the compute dtype, or float32 holding its values when wide."""
@@ -186,8 +209,9 @@ class Generator:
         if key not in self.compiled:
             hp = self.hp
             wide = self._wide(batch)
-            shape = [2, batch, hp.n_head, cache_len, hp.head_dim]
-            cache = [tf.Variable(tf.zeros(shape, tf.float32 if wide else self.dtype), trainable=False)
+            shape = [batch, hp.n_head, cache_len, hp.head_dim]
+            dtype = tf.float32 if wide else self.dtype
+            cache = [tuple(tf.Variable(tf.zeros(shape, dtype), trainable=False) for _ in "kv")
                      for _ in range(hp.n_layer)]  # fmt: skip
             for name in self.w:
                 if name.endswith(MATRICES) or name == "wte_out":
@@ -204,12 +228,14 @@ class Generator:
     def _dense(self, x, i, name, wide):
         """x [rows, in] float32 times the layer's transposed matrix, plus bias -> float32."""
         w = self._weight(f"model/h{i}/{name}/w", wide)
-        y = tf.matmul(self._to(x, wide), w, transpose_b=True)
+        x = self._to(x, wide)
+        y = tf.matmul(x, w[0]) if wide else tf.matmul(x, w, transpose_b=True)
         return self._from(y) + self.w[f"model/h{i}/{name}/b"]
 
     def _logits(self, x, wide):
         h = norm(x, self.w["model/ln_f/g"], self.w["model/ln_f/b"])
-        y = tf.matmul(self._to(h, wide), self._weight("wte_out", wide), transpose_b=True)
+        w, h = self._weight("wte_out", wide), self._to(h, wide)
+        y = tf.matmul(h, w) if wide else tf.matmul(h, w, transpose_b=True)
         return self._from(y)
 
     def _layer(self, x, i, attend_fn, wide):
@@ -253,7 +279,8 @@ class Generator:
 
             def attend(q, k, v, i=i):
                 k, v = (self._to(self._heads(t, batch), wide) for t in (k, v))
-                cache[i].assign(xla.dynamic_update_slice(cache[i], tf.stack([k, v]), [0] * 5))
+                for var, t in zip(cache[i], (k, v), strict=True):
+                    var.assign(xla.dynamic_update_slice(var, t, [0] * 4))
                 return self._attend(self._heads(q, batch), k, v, mask, wide)
 
             x = self._layer(x, i, attend, wide)
@@ -263,17 +290,18 @@ class Generator:
     def _step(self, cache, wide, token, pos, offset):
         """One token per row at position `pos`: writes its keys/values into the cache variables
         in place (a variable update is aliased by XLA; a tensor passed in and out is copied)."""
-        batch, cache_len = token.shape[0], cache[0].shape[3]
+        batch, cache_len = token.shape[0], cache[0][0].shape[2]
         x = tf.gather(self.w["model/wte"], token) + tf.gather(self.w["model/wpe"], pos - offset)
         keys = tf.range(cache_len)[None, None, None, :]
         mask = (keys <= pos) & (keys >= offset[:, None, None, None])
         for i in range(self.hp.n_layer):
 
             def attend(q, k, v, i=i):
-                kv = self._to(tf.stack([self._heads(k, batch), self._heads(v, batch)]), wide)
-                cache[i].assign(xla.dynamic_update_slice(cache[i], kv, tf.stack([0, 0, 0, pos, 0])))
-                layer = cache[i].read_value()
-                return self._attend(self._heads(q, batch), layer[0], layer[1], mask, wide)
+                for var, t in zip(cache[i], (k, v), strict=True):
+                    t = self._to(self._heads(t, batch), wide)
+                    var.assign(xla.dynamic_update_slice(var, t, tf.stack([0, 0, pos, 0])))
+                keys, values = (var.read_value() for var in cache[i])
+                return self._attend(self._heads(q, batch), keys, values, mask, wide)
 
             x = self._layer(x, i, attend, wide)
         return self._logits(x, wide)
