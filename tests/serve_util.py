@@ -31,13 +31,13 @@ def loaded(tiny_models):
 
 
 class SlowEngine:
-    """The sequential engine, slowed down by `delay` seconds per step and counting its steps, so
-    that tests can catch a request in the middle of its generation."""
+    """The server's batching engine, slowed down by `delay` seconds per step and counting its
+    steps, so that tests can catch a request in the middle of its generation."""
 
     def __init__(self, generator, delay: float = 0.0):
-        from gpt2easy.scheduler import SequentialEngine
+        from gpt2easy.scheduler import BatchingEngine
 
-        self.inner, self.delay, self.steps = SequentialEngine(generator), delay, 0
+        self.inner, self.delay, self.steps = BatchingEngine(generator), delay, 0
         self.batches: list[int] = []  # jobs per run_batch call
 
     def run_batch(self, jobs):
@@ -50,11 +50,12 @@ class SlowEngine:
 
 def make_service(loaded, engine=None, max_queue=64, max_batch=8, **kw):
     from gpt2easy.openai_api import Limits
-    from gpt2easy.scheduler import Scheduler, SequentialEngine
+    from gpt2easy.scheduler import BatchingEngine, Scheduler
     from gpt2easy.server import Service
 
     generator, encoder, hp = loaded
-    scheduler = Scheduler(engine or SequentialEngine(generator), encoder, max_batch=max_batch,
+    engine = engine or BatchingEngine(generator, max_rows=max_batch)
+    scheduler = Scheduler(engine, encoder, max_batch=max_batch,
                           max_queue=max_queue).start()  # fmt: skip
     limits = Limits(n_ctx=hp.n_ctx, n_vocab=hp.n_vocab,
                     max_prompt_tokens=kw.pop("max_prompt_tokens", hp.n_ctx),

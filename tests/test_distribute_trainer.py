@@ -46,7 +46,8 @@ def test_trainer_mirrored_and_multi_worker_equal_one_process(tmp_path, make_mode
              HP.n_vocab)
     base = dict(dataset="corpus.npz", models_dir="models", model_name="tiny", learning_rate=1e-3,
                 sample_every=10**6, save_every=10**6, seed=3, steps=4, noise=0.1,
-                accumulate_gradients=2, val_every=2, val_batch_count=3)
+                accumulate_gradients=2, val_every=2, val_batch_count=3,
+                precision="fp32")  # the exact reference: compared by value across runs/strategies
     hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = [
         launch(tmp_path, "single", {**base, "batch_size": 4, "run_name": "single"}),

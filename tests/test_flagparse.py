@@ -191,11 +191,11 @@ def test_the_parser_gives_each_field_its_declared_default(name):
 
 
 def test_train_choices_are_those_of_the_modules_that_check_them():
-    from gpt2easy import distribute, optim, step, train_config
+    from gpt2easy import distribute, machine, model, optim, train_config
 
     assert train_config.OPTIMIZERS == optim.OPTIMIZERS
     assert train_config.LR_DECAYS == optim.LR_DECAYS
-    assert set(train_config.PRECISIONS) == {"auto", *step.PRECISIONS}
+    assert set(machine.PRECISION_CHOICES) == {"auto", *model.COMPUTE_DTYPES}
     from gpt2easy import checkpoint
 
     assert set(train_config.SAVE_OPTIMIZER) == set(checkpoint.SAVE_OPTIMIZER)

@@ -12,6 +12,7 @@ from gpt2easy.errors import UserError
 from gpt2easy.generate import Controls, Generator, cache_bucket, prompt_bucket
 from gpt2easy.hparams import HParams
 from gpt2easy.model import GPT2, model
+from gpt2easy.tokens import ENDOFTEXT_ID
 
 HP = HParams(n_vocab=80, n_ctx=40, n_embd=16, n_head=2, n_layer=2)
 
@@ -197,7 +198,7 @@ def test_stop_strings_cut_rows_independently(encoder):
 
 
 def test_endoftext_ends_a_row_unless_disabled(encoder):
-    a = encoder.encode("one two") + [sample.ENDOFTEXT] + encoder.encode(" three")
+    a = encoder.encode("one two") + [ENDOFTEXT_ID] + encoder.encode(" three")
     on = sample.Settings(length=len(a))
     off = sample.Settings(length=len(a), stop_at_endoftext=False)
     assert texts_of(sample.sample_batch(FakeGenerator([a]), encoder, [1], 1, on, 0), 1) == [

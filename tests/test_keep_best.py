@@ -63,7 +63,8 @@ def tiny(tmp_path, make_model, monkeypatch):
 def config(**kw) -> TrainConfig:
     base = dict(dataset="train.npz", val_dataset="val.npz", models_dir="models", model_name="tiny",
                 learning_rate=3e-3, sample_every=10**6, save_every=10**6, seed=3, steps=30,
-                batch_size=2, val_every=2, val_batch_count=4, max_checkpoints=1, keep_best=True)
+                batch_size=2, val_every=2, val_batch_count=4, max_checkpoints=1, keep_best=True,
+                precision="fp32")  # the exact reference: compared by value across runs/strategies
     return TrainConfig(**{**base, **kw})
 
 

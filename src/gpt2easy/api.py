@@ -172,7 +172,8 @@ def load(*, model_name: str | None = None, models_dir: str | Path | None = None,
     """Load a model to sample from, chosen as the sampling scripts choose it: `checkpoint` (a
     folder or `model-N` prefix) wins over `run_name` (the newest checkpoint of
     `checkpoint_dir/RUN_NAME`), which wins over `models_dir/model_name`. Defaults are the scripts'
-    (124M in src/models, fp32). `precision`: fp32, bf16 or auto (bf16 where native). Returns a `Model`.
+    (124M in src/models, precision auto). `precision`: auto (bf16 where the CPU has native bf16 or
+    on a GPU, else fp32), fp32 (the exact reference) or bf16. Returns a `Model`.
     """
     from .folders import ModelFlags
     from .sample import SamplingFlags, check_flags

@@ -27,7 +27,8 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_write_text
-from .sample import ENDOFTEXT, Settings, _Row, banner, fit_prompt
+from .sample import Settings, _Row, banner, fit_prompt
+from .tokens import ENDOFTEXT_ID
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ class Sample:
 def prompt_ids(encoder, prompt: str, settings: Settings, n_ctx: int) -> list[int]:
     """A prompt's ids as its run alone sees them: an empty prompt starts after <|endoftext|>
     (an unconditional sample); a long one keeps its last tokens (see `sample.fit_prompt`)."""
-    ids = encoder.encode(prompt) if prompt else [ENDOFTEXT]
-    return fit_prompt(ids or [ENDOFTEXT], settings.length, n_ctx)
+    ids = encoder.encode(prompt) if prompt else [ENDOFTEXT_ID]
+    return fit_prompt(ids or [ENDOFTEXT_ID], settings.length, n_ctx)
 
 
 def generate_texts(generator, encoder, prompts: list[str], settings: Settings, batch_size: int = 8,
@@ -122,7 +123,7 @@ def _run_batch(generator, encoder, ids: list[list[int]], streams: list[int], set
     counts = [0] * n
     finished = np.zeros(batch_size, bool)
     finished[n:] = True
-    eos = ENDOFTEXT if settings.stop_at_endoftext else -1
+    eos = ENDOFTEXT_ID if settings.stop_at_endoftext else -1
     steps = generator.generate(prompts, settings.length, settings.controls(0), finished,
                                streams=list(streams) + [0] * idle, lanes=[0] * batch_size)  # fmt: skip
     for tokens, done in steps:

@@ -15,8 +15,9 @@ import time
 
 from . import cli
 from .folders import MODELS_DIR_HELP, ModelFlags
+from .machine import PRECISION_CHOICES
 from .options import opt
-from .sample import PRECISIONS, SamplingFlags
+from .sample import SamplingFlags
 from .tables import CorpusFlags
 from .train_config import TrainConfig
 
@@ -151,7 +152,8 @@ class EvaluateConfig(ModelFlags):
     stride: int = opt(0, "window step in tokens: each prediction after the first window sees at least "
                          "n_ctx + 1 - stride tokens; 0 = n_ctx (no overlap, fastest)", minimum=0)
     batch_size: int = opt(4, "windows per forward pass (124M: about 0.2 GB of logits per window)", minimum=1)
-    precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16 matmuls", choices=PRECISIONS)
+    precision: str = opt("fp32", "fp32 (exactly the reference model), bf16 matmuls, or auto (bf16 "
+                                 "where native)", choices=PRECISION_CHOICES)
     json: bool = opt(False, "print the result as one JSON line on stdout")
     combine: int = opt(50000, "text files are joined into chunks of at least this many characters "
                               "(as encode.py)", minimum=0)
@@ -279,7 +281,8 @@ def generate(cfg: GenerateConfig) -> None:
     stops = _checked(cfg, forever_ok=True)
     cli.quiet_tensorflow()
     from .files import atomic_write_text
-    from .sample import ENDOFTEXT, banner, load, stream_samples
+    from .sample import banner, load, stream_samples
+    from .tokens import ENDOFTEXT_ID
 
     generator, encoder, hp = load(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
                                   cfg.precision)
@@ -288,7 +291,7 @@ def generate(cfg: GenerateConfig) -> None:
     try:
         b = 0
         while cfg.nsamples == 0 or len(done) < cfg.nsamples:
-            texts = stream_samples(generator, encoder, [ENDOFTEXT], cfg.batch_size, settings, b,
+            texts = stream_samples(generator, encoder, [ENDOFTEXT_ID], cfg.batch_size, settings, b,
                                    len(done) + 1, sys.stdout)  # fmt: skip
             done += texts
             b += 1

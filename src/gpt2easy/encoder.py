@@ -27,8 +27,8 @@ import regex
 
 from .errors import UserError
 from .folders import vocab_paths
+from .tokens import ENDOFTEXT
 
-ENDOFTEXT = "<|endoftext|>"
 # The pre-tokenizer of OpenAI's encoder.py, verbatim.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

@@ -37,11 +37,11 @@ import numpy as np
 
 from .commands import EvaluateConfig
 from .errors import UserError
-from .sample import PRECISIONS
+from .machine import PRECISION_CHOICES
+from .tokens import ENDOFTEXT_ID
 
 logger = logging.getLogger(__name__)
 
-ENDOFTEXT = 50256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +84,10 @@ class Score:
 
 def end_of_text(n_vocab: int) -> int:
     """GPT-2's end-of-text id 50256; for a smaller (test) vocabulary its last id."""
-    return ENDOFTEXT if n_vocab > ENDOFTEXT else n_vocab - 1
+    return ENDOFTEXT_ID if n_vocab > ENDOFTEXT_ID else n_vocab - 1
 
 
-def join_chunks(chunks: Sequence[np.ndarray], eot: int = ENDOFTEXT) -> np.ndarray:
+def join_chunks(chunks: Sequence[np.ndarray], eot: int = ENDOFTEXT_ID) -> np.ndarray:
     """One int32 stream: a leading `eot`, then the chunks with one `eot` between two (none added
     where a chunk already starts, or the stream already ends, with one)."""
     parts: list[np.ndarray] = []
@@ -122,7 +122,7 @@ def windows(n: int, n_ctx: int, stride: int) -> Iterator[tuple[int, int, int]]:
             return
 
 
-def token_bytes(ids: np.ndarray, encoder, eot: int = ENDOFTEXT) -> int:
+def token_bytes(ids: np.ndarray, encoder, eot: int = ENDOFTEXT_ID) -> int:
     """UTF-8 bytes that `ids` decode to (each `eot` counts 0)."""
     counts = np.bincount(np.asarray(ids, np.int64))
     present = np.flatnonzero(counts)
@@ -142,7 +142,7 @@ class Scorer:
         from .machine import resolve_precision
 
         precision = resolve_precision(precision)
-        if precision not in PRECISIONS:
+        if precision not in PRECISION_CHOICES:
             raise UserError(f"--precision must be one of auto, fp32, bf16, got {precision!r}")
         self.gpt, self.precision = gpt, precision
         self._fns: dict[tuple[int, int], object] = {}
@@ -257,7 +257,7 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
         raise UserError(f"--batch_size must be at least 1, got {cfg.batch_size}")
     if cfg.stride < 0:
         raise UserError(f"--stride must be 0 (= n_ctx) or more, got {cfg.stride}")
-    if cfg.precision not in PRECISIONS:
+    if cfg.precision not in PRECISION_CHOICES:
         raise UserError(f"--precision must be one of auto, fp32, bf16, got {cfg.precision!r}")
     hp, folder, prefix = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
                                     cfg.checkpoint_dir)

@@ -31,10 +31,11 @@ at the same cache position and the cache update stays one in-place slice. Row r'
 what its prompt computes alone (up to float rounding: the sums run in another order).
 
 Noise: the token at position t (the row's own position) of row r draws its Gumbel noise from the
-stateless seed `(seed, (stream + stream_r) * 2**20 + t)`, elements `lane_r * n ...` (see
-`sampling.row_noise`), where `(seed, stream)` are the controls' and `stream_r`, `lane_r` the row's
-(default 0 and r). So row r of batch b of one prompt (stream b) draws as it always did, and a row of
-a many-prompt batch given the (stream, lane) of its prompt's run alone draws exactly that.
+stateless seed `(seed + seed_r, (stream + stream_r) * 2**20 + t)`, elements `lane_r * n ...` (see
+`draw.row_noise`), where `(seed, stream)` are the controls' and `seed_r`, `stream_r`, `lane_r`
+the row's (default 0, 0 and r). So row r of batch b of one prompt (stream b) draws as it always
+did, a row of a many-prompt batch given the (stream, lane) of its prompt's run alone draws exactly
+that, and rows of different requests (the server) each draw with their own seed.
 
 Why a step per call rather than a compiled loop over many tokens: measured here, XLA updates a
 variable in place (0.3 ms for a 75 MB cache) but copies a loop-carried or passed-in cache on every
@@ -57,10 +58,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
-from . import sampling
-from .model import MASKED, gelu, norm
+from . import draw
+from .model import COMPUTE_DTYPES, MASKED, gelu, norm
 
-DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
 MATRICES = ("attn/c_attn/w", "attn/c_proj/w", "mlp/c_fc/w", "mlp/c_proj/w")
 
 
@@ -81,6 +81,7 @@ class Rows(NamedTuple):
     offset: tf.Tensor  # int32 [batch]: left padding; the row's position = cache position - offset
     stream: tf.Tensor  # int64 [batch]: added to the controls' stream for this row's noise
     lane: tf.Tensor  # int32 [batch]: which block of the noise stream the row draws (default r)
+    seed: tf.Tensor  # int64 [batch]: added to the controls' seed (rows of different requests)
 
 
 class State(NamedTuple):
@@ -127,11 +128,11 @@ class Generator:
         from .machine import resolve_precision
 
         precision = resolve_precision(precision)
-        if precision not in DTYPES:
+        if precision not in COMPUTE_DTYPES:
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.hp = model.hparams
         self.precision = precision
-        self.dtype = DTYPES[precision]
+        self.dtype = COMPUTE_DTYPES[precision]
         self._model = weakref.ref(model)  # for refresh(); the copies don't keep it alive
         self.w = {}
         for name, var in model.weights.items():
@@ -314,9 +315,9 @@ class Generator:
         """
         rows = state.rows
         position = tf.cast(state.pos - rows.offset, tf.int64)  # each row's own position
-        seeds = tf.stack([tf.broadcast_to(c.seed[0], position.shape),
+        seeds = tf.stack([c.seed[0] + rows.seed,
                           (c.seed[1] + rows.stream) * 2**20 + position], axis=1)  # fmt: skip
-        token = sampling.sample_tokens(
+        token = draw.sample_tokens(
             state.logits, seeds, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
             penalty=c.penalty, seen=state.seen, lanes=rows.lane,
         )  # fmt: skip
@@ -328,10 +329,11 @@ class Generator:
 
     # --- host side ----------------------------------------------------------------------------
 
-    def start(self, prompts, length: int, streams=None, lanes=None) -> tuple[Compiled, State]:
+    def start(self, prompts, length: int, streams=None, lanes=None, seeds=None
+              ) -> tuple[Compiled, State]:  # fmt: skip
         """Run the prompt rows through the model: `prompts` is int [batch, n] or a list of token
-        lists of any lengths (>= 1), left-padded here; `streams`/`lanes` (int [batch]) choose
-        each row's noise (default 0 and the row index; see the module docstring)."""
+        lists of any lengths (>= 1), left-padded here; `streams`/`lanes`/`seeds` (int [batch])
+        choose each row's noise (default 0, the row index and 0; see the module docstring)."""
         rows = [np.asarray(p, dtype=np.int32).reshape(-1) for p in prompts]
         batch, n = len(rows), max((len(r) for r in rows), default=0)
         if batch < 1 or min(len(r) for r in rows) < 1:
@@ -348,27 +350,29 @@ class Generator:
             seen[r, ids] = True
         streams = np.zeros(batch, np.int64) if streams is None else np.asarray(streams, np.int64)
         lanes = np.arange(batch, dtype=np.int32) if lanes is None else np.asarray(lanes, np.int32)
-        if streams.shape != (batch,) or lanes.shape != (batch,):
-            raise ValueError(f"streams and lanes need one entry per row ({batch})")
+        seeds = np.zeros(batch, np.int64) if seeds is None else np.asarray(seeds, np.int64)
+        if streams.shape != (batch,) or lanes.shape != (batch,) or seeds.shape != (batch,):
+            raise ValueError(f"streams, lanes and seeds need one entry per row ({batch})")
         compiled = self.compiled_for(batch, cache_len)
         offset = tf.constant(offset)
         logits = compiled.prefill(tf.constant(padded), offset, tf.constant(n - 1))
-        rows_state = Rows(offset, tf.constant(streams), tf.constant(lanes))
+        rows_state = Rows(offset, tf.constant(streams), tf.constant(lanes), tf.constant(seeds))
         state = State(logits, tf.constant(seen), tf.zeros([batch], tf.bool), tf.constant(n),
                       rows_state)  # fmt: skip
         return compiled, state
 
     def generate(
         self, prompts, length: int, controls: Controls, finished: np.ndarray | None = None,
-        streams=None, lanes=None,
+        streams=None, lanes=None, seeds=None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (tokens int32 [batch], done bool [batch]) once per new token, `length` times at
-        most; stops early once every row is done. `prompts`, `streams`, `lanes`: see `start`.
+        most; stops early once every row is done. `prompts`, `streams`, `lanes`, `seeds`: see
+        `start`.
 
         A row is done after it produced `controls.eos` (that token is yielded with done set) or
         when the caller sets its entry in `finished` (bool [batch], read before every step).
         """
-        compiled, state = self.start(prompts, length, streams, lanes)
+        compiled, state = self.start(prompts, length, streams, lanes, seeds)
         done = np.zeros(len(prompts), bool)
         for _ in range(length):
             if finished is not None and (finished & ~done).any():

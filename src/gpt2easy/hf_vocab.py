@@ -16,8 +16,7 @@ from pathlib import Path
 from .errors import UserError
 from .folders import HF_TOKENIZER, VOCAB_FILES, vocab_paths
 from .hparams import HParams
-
-ENDOFTEXT = "<|endoftext|>"
+from .tokens import ENDOFTEXT
 
 
 def check_tokenizer(folder: str | Path) -> None:

@@ -26,6 +26,7 @@ BLOCK_WEIGHTS = (
     "ln_2/g", "ln_2/b", "mlp/c_fc/w", "mlp/c_fc/b", "mlp/c_proj/w", "mlp/c_proj/b",
 )  # fmt: skip
 MASKED = -1e10  # what OpenAI's mask writes into masked attention scores
+COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}  # --precision -> the matmuls' dtype
 
 
 def weight_shapes(hp: HParams) -> dict[str, tuple[int, ...]]:

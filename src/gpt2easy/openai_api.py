@@ -16,7 +16,6 @@ import dataclasses
 import time
 import uuid
 
-ENDOFTEXT = 50256
 MAX_STOPS = 4  # as OpenAI
 
 

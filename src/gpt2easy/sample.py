@@ -23,12 +23,12 @@ import random
 from collections.abc import Iterator
 
 from .errors import UserError
+from .machine import PRECISION_CHOICES
 from .options import check_value, opt, options_of
+from .tokens import ENDOFTEXT_ID
 
 logger = logging.getLogger(__name__)
 
-ENDOFTEXT = 50256
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where native (machine.resolve_precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Settings:
     stop_at_endoftext: bool = True
     seed: int = 0
 
-    def controls(self, stream: int, eos: int = ENDOFTEXT):
+    def controls(self, stream: int, eos: int = ENDOFTEXT_ID):
         from .generate import Controls
 
         return Controls.make(
@@ -78,9 +78,9 @@ class SamplingFlags:
                                     "ends just before it")
     stop_at_endoftext: bool = opt(True, "end a sample at <|endoftext|> (not shown); off: keep going "
                                         "and show it, as the classic script did")
-    precision: str = opt("fp32", "fp32 (exactly the reference model), bf16 (faster where the CPU "
-                                 "has native bf16), or auto (bf16 where native, else fp32)",
-                       choices=PRECISIONS)
+    precision: str = opt("auto", "auto (bf16 where the CPU has native bf16 or on a GPU, else fp32), "
+                                 "fp32 (exactly the reference model), or bf16",
+                       choices=PRECISION_CHOICES)
 
 
 def _number(name: str, value, kind: type):
@@ -238,7 +238,7 @@ def sample_batch(generator, encoder, prompt: list[int], batch_size: int,
 
     rows = [_Row(encoder, settings.stop) for _ in range(batch_size)]
     finished = np.zeros(batch_size, bool)
-    eos = ENDOFTEXT if settings.stop_at_endoftext else -1
+    eos = ENDOFTEXT_ID if settings.stop_at_endoftext else -1
     prompts = np.array([prompt] * batch_size, dtype=np.int32)
     steps = generator.generate(prompts, settings.length, settings.controls(stream), finished)
     yield 0, "", False
@@ -264,7 +264,8 @@ def sample_batch(generator, encoder, prompt: list[int], batch_size: int,
 
 
 def banner(number: int) -> str:
-    """The classic separator before sample `number` (1-based)."""
+    """The classic interactive script's separator before sample `number` (1-based) on the console
+    (training's `samples-N` files use train.py's shorter one, `sample_writer.file_entry`)."""
     return "=" * 40 + f" SAMPLE {number} " + "=" * 40
 
 

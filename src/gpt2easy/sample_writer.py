@@ -23,7 +23,9 @@ from .model import GPT2
 logger = logging.getLogger(__name__)
 
 
-def banner(index: int, text: str) -> str:
+def file_entry(index: int, text: str) -> str:
+    """One sample of a `samples-N` file, under the classic train.py's banner (8 `=` each side; the
+    sampling scripts' console banner, `sample.banner`, is the classic interactive script's 40)."""
     return f"======== SAMPLE {index} ========\n{text}\n"
 
 
@@ -72,7 +74,7 @@ class SampleWriter:
             rows = self.generate(prompt, (self.seed, step * 1000 + call))
             call += 1
             for row in rows[: self.num - len(texts)]:
-                texts.append(banner(len(texts) + 1, self._encoder.decode(row.tolist())))
+                texts.append(file_entry(len(texts) + 1, self._encoder.decode(row.tolist())))
         text = "\n".join(texts)
         path = self.folder / f"samples-{step}"
         atomic_write_bytes(path, text.encode(self.encoding, errors="replace"))

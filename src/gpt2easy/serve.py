@@ -21,8 +21,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .folders import ModelFlags
+from .machine import PRECISION_CHOICES
 from .options import opt
-from .sample import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class ServeConfig(ModelFlags):
                                  "the network (use --api_key)")
     port: int = opt(8000, "port to listen on (0 = any free port)", minimum=0, maximum=65535)
     api_key: str | None = opt(None, "require 'Authorization: Bearer KEY' on the API (default: none)")
-    precision: str = opt("fp32", "fp32 (exactly the reference model) or bf16", choices=PRECISIONS)
+    precision: str = opt("auto", "auto (bf16 where the CPU has native bf16 or on a GPU, else fp32), "
+                                 "fp32 (exactly the reference model) or bf16", choices=PRECISION_CHOICES)
     max_batch: int = opt(8, "requests taken together by the generation worker", minimum=1, maximum=256)
     max_queue: int = opt(32, "requests waiting at most; more are answered 503 with Retry-After",
                          minimum=1)
@@ -71,13 +72,13 @@ def build_service(cfg: ServeConfig):
     from .encoder import get_encoder
     from .generate import Generator
     from .openai_api import Limits
-    from .scheduler import Scheduler, SequentialEngine
+    from .scheduler import BatchingEngine, Scheduler
     from .server import Service
 
     hp, folder, prefix = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint)
     encoder = get_encoder(folder)
     generator = Generator(load_model(prefix, hp), cfg.precision)
-    engine = SequentialEngine(generator)  # <- a ragged batching engine plugs in here
+    engine = BatchingEngine(generator, max_rows=cfg.max_batch)
     engine.warm_up()
     scheduler = Scheduler(engine, encoder, max_batch=cfg.max_batch, max_queue=cfg.max_queue).start()
     model_id = cfg.run_name or (Path(prefix).parent.name if cfg.checkpoint else str(cfg.model_name))
@@ -85,7 +86,7 @@ def build_service(cfg: ServeConfig):
                     max_prompt_tokens=min(cfg.max_prompt_tokens or hp.n_ctx, hp.n_ctx),
                     max_choices=cfg.max_choices)  # fmt: skip
     info = {"n_params": hp.n_params(), "n_ctx": hp.n_ctx, "n_layer": hp.n_layer, "n_embd": hp.n_embd,
-            "n_head": hp.n_head, "precision": cfg.precision, "weights": Path(prefix).name,
+            "n_head": hp.n_head, "precision": generator.precision, "weights": Path(prefix).name,
             "created": int(time.time())}  # fmt: skip
     return Service(scheduler=scheduler, encoder=encoder, model_id=model_id, limits=limits, info=info,
                    run_dir=Path(prefix).parent, api_key=cfg.api_key or None,

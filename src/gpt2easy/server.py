@@ -29,6 +29,7 @@ from . import metrics, openai_api
 from .openai_api import ApiError, Limits
 from .sample import Settings, pick_seed
 from .scheduler import Busy, Job, Scheduler, Ticket
+from .tokens import ENDOFTEXT_ID
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class _Api:
                     else self.s.encoder.encode(prompt)
             else:
                 ids = list(prompt)
-            ids = ids or [openai_api.ENDOFTEXT]  # an empty prompt: start a new document
+            ids = ids or [ENDOFTEXT_ID]  # an empty prompt: start a new document
             openai_api.check_prompt_ids(ids, q.max_tokens, limits)
             prompt_tokens += len(ids)
             settings = Settings(length=q.max_tokens, temperature=q.temperature, top_k=q.top_k,

@@ -18,10 +18,8 @@ import tensorflow as tf
 
 from . import distribute
 from .errors import UserError
-from .model import GPT2, loss_fn, model
+from .model import COMPUTE_DTYPES, GPT2, loss_fn, model
 from .optim import Optimizer, clip_by_global_norm
-
-PRECISIONS = {"fp32": tf.float32, "bf16": tf.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +43,7 @@ class StepConfig:
             raise UserError(f"--accumulate_gradients must be > 0, got {self.accumulate}")
         if not 0.0 <= self.noise < 1.0:
             raise UserError(f"--noise must be in [0, 1), got {self.noise}")
-        if self.precision not in PRECISIONS:
+        if self.precision not in COMPUTE_DTYPES:
             raise UserError(f"--precision must be fp32 or bf16, got {self.precision!r}")
         if self.grad_clip < 0:
             raise UserError(f"--grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
@@ -81,7 +79,7 @@ class TrainStep:
                  strategy: tf.distribute.Strategy | None = None):
         self.gpt, self.optimizer, self.cfg = gpt, optimizer, cfg
         self.hp = gpt.hparams
-        self.dtype = PRECISIONS[cfg.precision]
+        self.dtype = COMPUTE_DTYPES[cfg.precision]
         self.names = list(optimizer.weights)
         strategy = strategy or tf.distribute.get_strategy()
         self.replicas = distribute.num_replicas(strategy)
@@ -147,7 +145,7 @@ class EvalLoss:
 
     def __init__(self, gpt: GPT2, batch_size: int, window: int, precision: str = "fp32",
                  strategy: tf.distribute.Strategy | None = None):
-        self.gpt, self.dtype = gpt, PRECISIONS[precision]
+        self.gpt, self.dtype = gpt, COMPUTE_DTYPES[precision]
         self.fn = distribute.EvalLoss(strategy or tf.distribute.get_strategy(), self._row_losses,
                                       batch_size=batch_size, window=window)
 

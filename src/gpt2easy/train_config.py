@@ -10,16 +10,15 @@ import dataclasses
 
 from .errors import UserError
 from .folders import MODELS_DIR_HELP
+from .machine import PRECISION_CHOICES
 from .options import check_config, opt
 from .tables import CorpusFlags
 
-# The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS, step.PRECISIONS,
-# checkpoint.SAVE_OPTIMIZER
-# (plus auto, resolved by machine.resolve_precision)
-# and distribute.STRATEGIES (modules that import TensorFlow).
+# The accepted names; tests check them against optim.OPTIMIZERS, optim.LR_DECAYS,
+# checkpoint.SAVE_OPTIMIZER and distribute.STRATEGIES (modules that import TensorFlow).
+# Precisions are machine.PRECISION_CHOICES (auto, fp32, bf16), the same for every command.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_DECAYS = ("none", "cosine", "linear")
-PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 SAVE_OPTIMIZER = ("newest", "all", "none")
 
@@ -86,8 +85,9 @@ class TrainConfig(CorpusFlags):
     grad_clip: float = opt(0.0, "clip gradients to this global norm (0 = off)", minimum=0.0)
     weight_decay: float = opt(0.0, "decoupled weight decay of matrices (needs --optimizer adamw)",
                               minimum=0.0)
-    precision: str = opt("fp32", "fp32, or bf16 (bf16 matmuls, float32 weights, optimizer and loss)",
-                         choices=PRECISIONS)
+    precision: str = opt("auto", "auto (bf16 where the CPU has native bf16 or on a GPU, else fp32), "
+                                 "fp32 (the exact reference), or bf16 (bf16 matmuls; float32 weights, "
+                                 "optimizer and loss)", choices=PRECISION_CHOICES)
     xla: bool = opt(False, "compile the training step with XLA (on a 2-core CPU: 1.2x faster for small "
                            "models like the demo's, ~4% for 124M after a one-minute compile)")
     strategy: str = opt("auto", "auto (one device, or every GPU of this machine), default (one device), "

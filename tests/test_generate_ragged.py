@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gpt2easy import bulk, sample, sampling
+from gpt2easy import bulk, draw, sample
 from gpt2easy.generate import Controls, Generator
 from gpt2easy.hparams import HParams
 from gpt2easy.model import GPT2, model
@@ -38,12 +38,12 @@ def generator_bf16(gpt2):
 
 def test_row_noise_is_a_row_of_the_whole_batch_noise():
     seed = tf.constant([7, 3], tf.int64)
-    whole = sampling.uniform_noise([4, 50], seed).numpy()
+    whole = draw.uniform_noise([4, 50], seed).numpy()
     seeds = tf.constant([[7, 3]] * 4, tf.int64)
-    np.testing.assert_array_equal(sampling.row_noise(seeds, tf.constant([0, 1, 2, 3]), 50), whole)
-    mixed = sampling.row_noise(tf.constant([[7, 3], [1, 1]], tf.int64), tf.constant([2, 0]), 50)
+    np.testing.assert_array_equal(draw.row_noise(seeds, tf.constant([0, 1, 2, 3]), 50), whole)
+    mixed = draw.row_noise(tf.constant([[7, 3], [1, 1]], tf.int64), tf.constant([2, 0]), 50)
     np.testing.assert_array_equal(mixed[0], whole[2])
-    np.testing.assert_array_equal(mixed[1], sampling.uniform_noise([1, 50], tf.constant([1, 1]))[0])
+    np.testing.assert_array_equal(mixed[1], draw.uniform_noise([1, 50], tf.constant([1, 1]))[0])
 
 
 SETTINGS = [

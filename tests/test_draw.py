@@ -1,4 +1,4 @@
-"""Sampler functions on hand-made logits: which tokens each filter keeps, and how draws behave."""
+"""`draw` on hand-made logits: which tokens each filter keeps, and how draws behave."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gpt2easy import sampling
+from gpt2easy import draw
 
 NEG = -np.inf
 # One row, probabilities 0.4 0.3 0.2 0.1 (as logits), plus a row with a tie.
@@ -22,17 +22,17 @@ def kept(filtered) -> list[list[int]]:
     "k, expected", [(0, [0, 1, 2, 3]), (1, [1]), (2, [1, 3]), (3, [1, 2, 3]), (4, [0, 1, 2, 3])]
 )
 def test_top_k_keeps_the_k_largest(k, expected):
-    assert kept(sampling.top_k_filter(LOGITS, k)) == [expected]
+    assert kept(draw.top_k_filter(LOGITS, k)) == [expected]
 
 
 def test_top_k_keeps_ties_and_works_per_row():
     logits = np.array([[1.0, 3.0, 3.0, 0.0], [5.0, 4.0, 3.0, 2.0]], np.float32)
-    assert kept(sampling.top_k_filter(logits, 1)) == [[1, 2], [0]]
+    assert kept(draw.top_k_filter(logits, 1)) == [[1, 2], [0]]
 
 
 def test_top_k_handles_negative_and_infinite_logits():
     logits = np.array([[-5.0, -1.0, NEG, -3.0, -2.0]], np.float32)
-    assert kept(sampling.top_k_filter(logits, 2)) == [[1, 4]]
+    assert kept(draw.top_k_filter(logits, 2)) == [[1, 4]]
 
 
 @pytest.mark.parametrize(
@@ -48,26 +48,26 @@ def test_top_k_handles_negative_and_infinite_logits():
     ],
 )
 def test_top_p_keeps_the_token_that_crosses_p(p, expected):
-    assert kept(sampling.top_p_filter(LOGITS, p)) == [expected]
+    assert kept(draw.top_p_filter(LOGITS, p)) == [expected]
 
 
 def test_top_p_per_row():
     logits = np.log(np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]], np.float32))
-    assert kept(sampling.top_p_filter(logits, 0.6)) == [[0], [0, 1, 2, 3]]
+    assert kept(draw.top_p_filter(logits, 0.6)) == [[0], [0, 1, 2, 3]]
 
 
 def test_repetition_penalty_is_ctrl_style():
     logits = np.array([[2.0, -2.0, 2.0, -2.0]], np.float32)
     seen = np.array([[True, True, False, False]])
-    out = sampling.repetition_penalty(logits, seen, 2.0).numpy()
+    out = draw.repetition_penalty(logits, seen, 2.0).numpy()
     np.testing.assert_allclose(out, [[1.0, -4.0, 2.0, -2.0]])
-    np.testing.assert_allclose(sampling.repetition_penalty(logits, seen, 1.0).numpy(), logits)
+    np.testing.assert_allclose(draw.repetition_penalty(logits, seen, 1.0).numpy(), logits)
 
 
 def test_uniform_noise_is_a_pure_function_of_the_seed():
-    a = sampling.uniform_noise([3, 1000], tf.constant([7, 1], tf.int64)).numpy()
-    b = sampling.uniform_noise([3, 1000], tf.constant([7, 1], tf.int64)).numpy()
-    c = sampling.uniform_noise([3, 1000], tf.constant([7, 2], tf.int64)).numpy()
+    a = draw.uniform_noise([3, 1000], tf.constant([7, 1], tf.int64)).numpy()
+    b = draw.uniform_noise([3, 1000], tf.constant([7, 1], tf.int64)).numpy()
+    c = draw.uniform_noise([3, 1000], tf.constant([7, 2], tf.int64)).numpy()
     np.testing.assert_array_equal(a, b)
     assert (a > 0).all() and (a < 1).all() and abs(a.mean() - 0.5) < 0.03
     assert np.mean(a == c) < 0.01
@@ -76,7 +76,7 @@ def test_uniform_noise_is_a_pure_function_of_the_seed():
 def draws(logits, n=4000, **kw):
     """n draws from one row, each with its own seed; counts per token."""
     batch = np.repeat(np.asarray(logits, np.float32), n, axis=0)
-    tokens = sampling.sample_tokens(batch, tf.constant([11, 0], tf.int64), **kw).numpy()
+    tokens = draw.sample_tokens(batch, tf.constant([11, 0], tf.int64), **kw).numpy()
     return np.bincount(tokens, minlength=batch.shape[1])
 
 
@@ -102,7 +102,7 @@ def test_temperature_zero_is_greedy_and_never_divides_by_zero():
     logits = np.array([[0.0, 3.0, 1.0], [2.0, -1.0, 1.9]], np.float32)
     seed = tf.constant([1, 2], tf.int64)
     for k, p in [(0, 1.0), (2, 0.5)]:
-        out = sampling.sample_tokens(logits, seed, temperature=0.0, top_k=k, top_p=p).numpy()
+        out = draw.sample_tokens(logits, seed, temperature=0.0, top_k=k, top_p=p).numpy()
         assert out.tolist() == [1, 0]
 
 
@@ -117,7 +117,7 @@ def test_penalty_changes_the_greedy_choice():
     logits = np.array([[2.0, 1.5, 0.0]], np.float32)
     seen = np.array([[True, False, False]])
     seed = tf.constant([0, 0], tf.int64)
-    out = sampling.sample_tokens(logits, seed, temperature=0.0, penalty=2.0, seen=seen)
+    out = draw.sample_tokens(logits, seed, temperature=0.0, penalty=2.0, seen=seen)
     assert out.numpy().tolist() == [1]
 
 
@@ -125,12 +125,12 @@ def test_same_seed_same_draws_under_xla_and_not():
     logits = tf.random.stateless_normal([4, 300], seed=[1, 1]) * 3
     seed = tf.constant([5, 9], tf.int64)
 
-    def draw(logits, k, p):
-        return sampling.sample_tokens(logits, seed, temperature=0.9, top_k=k, top_p=p)
+    def one(logits, k, p):
+        return draw.sample_tokens(logits, seed, temperature=0.9, top_k=k, top_p=p)
 
-    compiled = tf.function(draw, jit_compile=True)
+    compiled = tf.function(one, jit_compile=True)
     for k, p in [(0, 1.0), (10, 0.8), (0, 0.7), (100, 1.0)]:
-        eager = draw(logits, tf.constant(k), tf.constant(p)).numpy()
+        eager = one(logits, tf.constant(k), tf.constant(p)).numpy()
         np.testing.assert_array_equal(eager, compiled(logits, tf.constant(k), tf.constant(p)))
     assert compiled.experimental_get_tracing_count() == 1  # controls are tensors: no retrace
 
@@ -172,7 +172,7 @@ def test_top_k_applies_before_top_p(n_vocab, k):
     assert expected == {0}
     counts = draws(np.log(probs)[None, :], n=2000, top_k=k, top_p=p)
     assert set(np.flatnonzero(counts)) == expected
-    filtered = sampling.top_p_filter(sampling.top_k_filter(np.log(probs)[None, :].astype(np.float32), k), p)
+    filtered = draw.top_p_filter(draw.top_k_filter(np.log(probs)[None, :].astype(np.float32), k), p)
     assert set(kept(filtered)[0]) == expected
 
 
