@@ -275,7 +275,7 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     "train fraction for a whole number": (TRAIN, ["--dataset", "data/good.npz", "--batch_size", "1.5"],
                                           r"--batch_size must be a whole number.*'1\.5'"),
     "train word for a boolean": (TRAIN, ["--dataset", "data/good.npz", "--xla=maybe"],
-                                 r"--xla must be True or False, got 'maybe'"),
+                                 r"--xla must be True, False or auto, got 'maybe'"),
     "train empty value": (TRAIN, ["--dataset", "data/good.npz", "--run_name="], r"--run_name.*empty"),
     "train empty dataset flag": (TRAIN, ["--dataset", ""], r"--dataset.*empty"),
     "train repeated flag": (TRAIN, ["--dataset", "data/good.npz", "--steps", "1", "--steps", "2"],

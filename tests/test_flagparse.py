@@ -61,11 +61,22 @@ def test_both_spellings_and_the_defaults():
 
 @pytest.mark.parametrize("argv, value", [
     (["--xla"], True), (["--xla=False"], False), (["--xla=True"], True), (["--xla", "False"], False),
-    (["--xla", "true"], True), (["--noxla"], False), ([], False), (["--xla=0"], False),
+    (["--xla", "true"], True), (["--noxla"], False), ([], None), (["--xla=0"], False),
+    (["--xla", "auto"], None), (["--xla=AUTO"], None),  # an optional boolean: None = auto
 ])
 def test_booleans(argv, value):
     cfg, _ = parse(["--dataset", "d", *argv])
     assert cfg.xla is value
+
+
+@pytest.mark.parametrize("argv, value", [
+    (["--memory_saving_gradients"], True), (["--nomemory_saving_gradients"], False), ([], False),
+])
+def test_plain_booleans_take_no_auto(argv, value):
+    cfg, _ = parse(["--dataset", "d", *argv])
+    assert cfg.memory_saving_gradients is value
+    with pytest.raises(UserError, match=r"^--memory_saving_gradients must be True or False, got 'auto'$"):
+        parse(["--dataset", "d", "--memory_saving_gradients=auto"])
 
 
 @pytest.mark.parametrize("argv", [["--verbose"], ["--verbose=True"], ["--verbose", "yes"]])
@@ -118,7 +129,7 @@ def test_stop_strings_as_fire_read_them():
     (["--noise", "1"], r"^--noise must be at least 0 and < 1, got 1$"),
     (["--optimizer", "adagrad"], r"^--optimizer must be one of adam, adamw, sgd, got 'adagrad'$"),
     (["--precision", "fp8"], r"^--precision must be one of auto, fp32, bf16, got 'fp8'$"),
-    (["--xla=maybe"], r"^--xla must be True or False, got 'maybe'$"),
+    (["--xla=maybe"], r"^--xla must be True, False or auto, got 'maybe'$"),
     (["--run_name="], r"^--run_name got an empty value"),
     (["--steps", ""], r"^--steps got an empty value; it takes a whole number"),
     (["--steps", "1", "--steps", "2"], r"^--steps given twice \('1' and '2'\)"),

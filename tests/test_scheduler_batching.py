@@ -42,6 +42,19 @@ def test_jobs_batched_together_give_what_each_gives_alone(loaded):  # noqa: F811
     assert packs == [[0, 1], [4, 5]]  # whole jobs, at most 4 rows together
 
 
+def test_a_long_prompt_and_a_long_answer_go_in_separate_batches(loaded):  # noqa: F811
+    """Each fits the context alone (n_ctx 64), together they would not: two batches, both right."""
+    generator = loaded[0]
+    cases = [(list(range(5, 65)), 1, dict(length=4, top_k=20, seed=1)),
+             ([7, 8], 1, dict(length=50, top_k=20, seed=2))]
+    engine = BatchingEngine(generator)
+    assert engine._packs(make_jobs(cases), [0, 1]) == [[0], [1]]
+    batched = tokens_of(engine, make_jobs(cases))
+    alone = [tokens_of(SequentialEngine(generator), make_jobs([case]))[0] for case in cases]
+    for got, want in zip(batched, alone, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_seeds_matter_per_row(loaded):  # noqa: F811
     """Two jobs with the same prompt and different seeds in one batch draw differently."""
     generator = loaded[0]

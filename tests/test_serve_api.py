@@ -160,7 +160,7 @@ def test_same_text_as_the_interactive_script(client, root, tiny_models):  # noqa
     """The same prompt, seed and flags give the same samples as interactive_conditional_samples.py
     (n choices = --nsamples n --batch_size n)."""
     flags = {"length": 9, "seed": 21, "top_k": 30, "top_p": 0.9, "temperature": 0.7,
-             "repetition_penalty": 1.2}  # fmt: skip
+             "repetition_penalty": 1.2, "precision": "fp32"}  # fmt: skip  (the test server's)
     args = [a for k, v in flags.items() for a in (f"--{k}", str(v))]
     out = subprocess.run(
         [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir",

@@ -5,7 +5,8 @@
 setting, or raises `Help` (the text for stdout) or a one-line `UserError`, before any work:
 
 - `--flag value` and `--flag=value`; booleans as `--flag`, `--flag=False`, `--flag False`,
-  `--noflag`; a field with `none_as` takes that number for None (`--steps -1`);
+  `--noflag`, and an optional boolean (`bool | None`) also as `--flag auto` (None: decided at run
+  time); a field with `none_as` takes that number for None (`--steps -1`);
 - an unknown flag names the closest known one (`unknown flag --learning_rat (did you mean
   --learning_rate?)`); a value of the wrong type, out of range, not among the choices, empty, or a
   flag given twice gets one line naming the flag, the value and what is accepted.
@@ -28,6 +29,7 @@ from .options import MISSING, Option, check_value, options_of
 
 TRUE = ("true", "yes", "on", "1")
 FALSE = ("false", "no", "off", "0")
+AUTO = ("auto",)  # an optional boolean's None
 _UNSET = object()
 _NUMBER = re.compile(r"^-\.?\d")
 VERBOSE = Option("verbose", bool, False, False, "debug logging")
@@ -118,7 +120,7 @@ def _normalise_booleans(argv: list[str], by_name: dict[str, Option]) -> list[str
         o = by_name.get(name)
         if o is not None and o.kind is bool:
             value = "true"
-            if i < len(argv) and argv[i].lower() in TRUE + FALSE:
+            if i < len(argv) and argv[i].lower() in TRUE + FALSE + (AUTO if o.optional else ()):
                 value, i = argv[i], i + 1
             out.append(f"--{name}={value}")
         elif o is None and name.startswith("no") and name[2:] in by_name and by_name[name[2:]].kind is bool:
@@ -156,8 +158,10 @@ def convert(o: Option, text: str) -> Any:
     if text == "":
         raise UserError(f"--{o.name} got an empty value; it takes {o.accepted()}")
     if o.kind is bool:
+        if o.optional and text.lower() in AUTO:
+            return None
         if text.lower() not in TRUE + FALSE:
-            raise UserError(f"--{o.name} must be True or False, got {text!r}")
+            raise UserError(f"--{o.name} must be {o.accepted()}, got {text!r}")
         return text.lower() in TRUE
     if o.kind is int:
         try:
@@ -196,6 +200,8 @@ def shown_default(o: Option) -> str:
     if o.default is MISSING:
         return "required"
     if o.default is None:
+        if o.kind is bool:
+            return "auto"
         return "none" if o.none_as is None else f"none ({o.none_as})"
     if o.kind is tuple:
         return "none" if not o.default else repr(list(o.default))

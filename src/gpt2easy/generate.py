@@ -49,6 +49,7 @@ cached keys and values are stored in bf16, which `model.attend` casts them to an
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import weakref
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ from tensorflow.compiler.tf2xla.python import xla
 from . import draw
 from .model import COMPUTE_DTYPES, MASKED, gelu, norm
 
+logger = logging.getLogger(__name__)
 MATRICES = ("attn/c_attn/w", "attn/c_proj/w", "mlp/c_fc/w", "mlp/c_proj/w")
 
 
@@ -127,7 +129,9 @@ class Generator:
     def __init__(self, model, precision: str = "fp32"):
         from .machine import resolve_precision
 
-        precision = resolve_precision(precision)
+        if precision == "auto":  # stated at debug level: a user error must stay the only line
+            precision = resolve_precision(precision, log=False)
+            logger.debug("generation in %s (precision auto)", precision)
         if precision not in COMPUTE_DTYPES:
             raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
         self.hp = model.hparams

@@ -63,21 +63,31 @@ def has_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def resolve_precision(precision: str, *, gpu: bool | None = None) -> str:
-    """`auto` -> `bf16` where bf16 is native (CPU flags or a GPU), else `fp32`; others unchanged."""
+def resolve_precision(precision: str, *, gpu: bool | None = None, log: bool = True) -> str:
+    """`auto` -> `bf16` where bf16 is native (CPU flags or a GPU), else `fp32`; others unchanged.
+    Logs the choice in one line unless `log` is False (the caller then states it itself, after
+    its checks, so that a user error stays the only line a failed command prints)."""
     if precision != "auto":
         return precision
     gpu = has_gpu() if gpu is None else gpu
     chosen = "bf16" if gpu or native_bf16_cpu() else "fp32"
-    why = "a GPU" if gpu else ("native bf16 on this CPU" if chosen == "bf16" else "no native bf16 here")
-    logger.info("precision auto: %s (%s)", chosen, why)
+    if log:
+        logger.info("precision auto: %s (%s)", chosen, precision_reason(chosen, gpu))
     return chosen
 
 
-def resolve_xla(xla, precision: str, n_params: int) -> bool:
-    """`auto` -> XLA for the fp32 training step of models up to XLA_MAX_PARAMS parameters."""
+def precision_reason(chosen: str, gpu: bool) -> str:
+    """Why `auto` chose `chosen`, in a few words."""
+    return "a GPU" if gpu else ("native bf16 on this CPU" if chosen == "bf16" else "no native bf16 here")
+
+
+def resolve_xla(xla, precision: str, n_params: int, *, log: bool = True) -> bool:
+    """`auto` -> XLA for the fp32 training step of models up to XLA_MAX_PARAMS parameters
+    (`log`: as for `resolve_precision`)."""
     if xla != "auto":
         return bool(xla)
     chosen = precision == "fp32" and n_params <= XLA_MAX_PARAMS
-    logger.info("xla auto: %s (%s, %.0fM parameters)", "on" if chosen else "off", precision, n_params / 1e6)
+    if log:
+        logger.info("xla auto: %s (%s, %.0fM parameters)", "on" if chosen else "off", precision,
+                    n_params / 1e6)
     return chosen

@@ -77,6 +77,8 @@ class Option:
         """What the option accepts, in words: 'a whole number at least 1', 'fp32 or bf16', ..."""
         if self.choices:
             return _either(self.choices)
+        if self.kind is bool and self.optional:
+            return "True, False or auto"
         what = {int: "a whole number", float: "a number", bool: "True or False",
                 tuple: "a string or a list like '[\"a\", \"b\"]'"}.get(self.kind, "text")
         bounds = self.bounds()

@@ -118,16 +118,22 @@ class BatchingEngine:
                 yield from self._run_pack(jobs, pack)
 
     def _packs(self, jobs, members: list[int]) -> list[list[int]]:
-        """Consecutive jobs, whole, with at most max_rows rows together (a bigger job alone)."""
+        """Consecutive jobs, whole, with at most max_rows rows together (a bigger job alone), and
+        only jobs whose longest prompt and longest length fit the context together: each request
+        fits alone, but a long prompt beside a long answer would not (the batch's cache holds the
+        longest prompt plus the longest answer)."""
+        n_ctx = self.generator.hp.n_ctx
         packs: list[list[int]] = []
-        rows = 0
+        rows = prompt = length = 0
         for i in members:
-            if packs and rows + jobs[i].n <= self.max_rows:
+            job = jobs[i]
+            p, n = max(prompt, len(job.prompt)), max(length, job.settings.length)
+            if packs and rows + job.n <= self.max_rows and p + n - 1 <= n_ctx:
                 packs[-1].append(i)
-                rows += jobs[i].n
+                rows, prompt, length = rows + job.n, p, n
             else:
                 packs.append([i])
-                rows = jobs[i].n
+                rows, prompt, length = job.n, len(job.prompt), job.settings.length
         return packs
 
     def _run_pack(self, jobs, pack: list[int]):

@@ -88,8 +88,10 @@ class TrainConfig(CorpusFlags):
     precision: str = opt("auto", "auto (bf16 where the CPU has native bf16 or on a GPU, else fp32), "
                                  "fp32 (the exact reference), or bf16 (bf16 matmuls; float32 weights, "
                                  "optimizer and loss)", choices=PRECISION_CHOICES)
-    xla: bool = opt(False, "compile the training step with XLA (on a 2-core CPU: 1.2x faster for small "
-                           "models like the demo's, ~4% for 124M after a one-minute compile)")
+    xla: bool | None = opt(None, "compile the training step with XLA; auto (the default): on for fp32 "
+                                 "models up to 40M parameters, where it measured faster (the demo's: "
+                                 "1.2x), off otherwise (124M: ~4% after a one-minute compile; slower "
+                                 "in bf16)")
     strategy: str = opt("auto", "auto (one device, or every GPU of this machine), default (one device), "
                                 "mirrored (every GPU of this machine), or multi_worker (the machines in "
                                 "TF_CONFIG; run train.py on each, only the chief writes)",

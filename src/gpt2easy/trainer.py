@@ -38,6 +38,7 @@ from .dataset import load_dataset
 from .errors import UserError
 from .folders import model_dir
 from .hparams import HParams
+from .machine import resolve_precision, resolve_xla
 from .metrics import MetricsLog
 from .model import GPT2
 from .optim import Optimizer
@@ -96,10 +97,9 @@ class StopFlag:
 
 def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> dict:
     """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples)."""
-    if cfg.precision == "auto":
-        from .machine import resolve_precision
-
-        cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision))
+    auto = cfg.precision == "auto"  # resolved now, stated in the "training ..." line
+    if auto:
+        cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, log=False))
     cfg.check()
     run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
     # First TensorFlow call: multi_worker must set up collectives before the runtime starts.
@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
     created = next((p for p in (*reversed(run_dir.parents), run_dir) if not p.exists()), None)
     lock = runfolder.RunLock(run_dir) if chief else None
     try:
-        return _train(cfg, run_dir, on_sample, strategy, chief)
+        return _train(cfg, run_dir, on_sample, strategy, chief, auto)
     except distribute.PEER_ERRORS as e:  # a worker left before or between the loop's checks
         if distribute.num_workers(strategy) == 1:
             raise
@@ -124,7 +124,7 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
 
 
 def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.Strategy,
-           chief: bool) -> dict:
+           chief: bool, auto_precision: bool) -> dict:
     src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
     hp = hf.read_hparams(src)
     sample_length = cfg.sample_length or hp.n_ctx - 1
@@ -160,10 +160,12 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
     if start.prefix and not optimizer.restore(start.extra) and cfg.optimizer != "sgd":
         logger.info("%s has no %s state for these weights: optimizer starts from zero",
                     runfolder.relpath(start.prefix), cfg.optimizer)
+    jit = resolve_xla("auto" if cfg.xla is None else cfg.xla, cfg.precision, hp.n_params(), log=False)
     step_cfg = StepConfig(batch_size=cfg.batch_size, window=window,
                           accumulate=cfg.accumulate_gradients, noise=cfg.noise,
                           precision=cfg.precision, recompute=cfg.memory_saving_gradients,
-                          grad_clip=cfg.grad_clip, seed=seed, jit=cfg.xla)
+                          grad_clip=cfg.grad_clip, seed=seed,
+                          jit=jit)
     step_fn = TrainStep(gpt, optimizer, step_cfg, strategy)
     replicas, solo = distribute.num_replicas(strategy), distribute.num_workers(strategy) == 1
     logger.info("%s", distribute.describe(strategy, cfg.batch_size))
@@ -183,9 +185,10 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
         if (run_dir / f"{name}.index").is_file() and (read_best(run_dir) or {}).get("checkpoint") != name:
             write_best(run_dir, name, best.step, best.loss)
     avg = tuple(float(x) for x in start.extra.get("train/avg_loss", (0.0, 0.0)))
-    logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s",
+    logger.info("training %s from %s: seed %d, %d x %d tokens per update, %s, %s%s, xla %s%s",
                 cfg.run_name, start.describe(), seed, cfg.batch_size * replicas * cfg.accumulate_gradients,
-                window, cfg.optimizer, cfg.precision)
+                window, cfg.optimizer, cfg.precision, " (auto)" if auto_precision else "",
+                "on" if jit else "off", " (auto)" if cfg.xla is None else "")
 
     def save(also_keep: int = -1) -> str:
         """Save model-<counter>; with --keep_best the best (and `also_keep`) stay whatever
