@@ -184,3 +184,23 @@ def test_interactive_on_a_terminal_shows_the_prompt_line(root, models):
     text = seen.decode().replace("\r\n", "\n")
     assert text.count("Model prompt >>> ") == 3 and "Prompt should not be empty!" in text
     assert "Model prompt >>> Hello\n" + BANNER.format(1) + "\n" in text  # the echo, then the sample
+
+
+def test_ctrl_c_while_sampling_interrupts_at_the_next_write():
+    """Ctrl+C during the unconditional loop becomes KeyboardInterrupt at the next write (a safe
+    point in Python), never inside TensorFlow's C code; the old handler is back afterwards."""
+    import io
+    import signal
+
+    from gpt2easy.commands import InterruptAtWrites
+
+    before = signal.getsignal(signal.SIGINT)
+    buffer = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        with InterruptAtWrites(buffer) as out:
+            out.write("one ")
+            signal.raise_signal(signal.SIGINT)  # handled: nothing raised here
+            out.flush()
+            out.write("two")  # raised here
+    assert buffer.getvalue() == "one "
+    assert signal.getsignal(signal.SIGINT) is before

@@ -276,6 +276,44 @@ class GenerateConfig(SamplingFlags, ModelFlags):
                                    "to this file")
 
 
+class InterruptAtWrites:
+    """Ctrl+C as KeyboardInterrupt at the next write to `out` (every sampled piece is one),
+    not wherever the signal lands: raised inside TensorFlow's C code it surfaces as a SystemError
+    with a traceback (seen in CI, once). Used as `with InterruptAtWrites(sys.stdout) as out:`;
+    the previous SIGINT handler is back afterwards. Outside the main thread it does nothing. A
+    second Ctrl+C before the next write (say, during a long compilation) interrupts at once."""
+
+    def __init__(self, out):
+        self.out, self.requested, self._set, self._old = out, False, False, None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def write(self, text: str) -> int:
+        if self.requested:
+            raise KeyboardInterrupt
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def __enter__(self) -> InterruptAtWrites:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old, self._set = signal.signal(signal.SIGINT, self._handle), True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._set:
+            import signal
+
+            signal.signal(signal.SIGINT, self._old if self._old is not None else signal.SIG_DFL)
+
+
 def generate(cfg: GenerateConfig) -> None:
     """Print samples under `==== SAMPLE n ====` banners: NSAMPLES of them, or forever."""
     stops = _checked(cfg, forever_ok=True)
@@ -290,11 +328,12 @@ def generate(cfg: GenerateConfig) -> None:
     done: list[str] = []
     try:
         b = 0
-        while cfg.nsamples == 0 or len(done) < cfg.nsamples:
-            texts = stream_samples(generator, encoder, [ENDOFTEXT_ID], cfg.batch_size, settings, b,
-                                   len(done) + 1, sys.stdout)  # fmt: skip
-            done += texts
-            b += 1
+        with InterruptAtWrites(sys.stdout) as out:
+            while cfg.nsamples == 0 or len(done) < cfg.nsamples:
+                texts = stream_samples(generator, encoder, [ENDOFTEXT_ID], cfg.batch_size, settings,
+                                       b, len(done) + 1, out)  # fmt: skip
+                done += texts
+                b += 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
     finally:
