@@ -68,16 +68,16 @@ class Model:
         """
         prompts = as_list(prompts)
         settings = self._settings(nsamples, batch_size, options)
-        ids = [self._prompt_ids(p, settings) for p in prompts]
         rows = len(prompts) * int(nsamples)
         if int(batch_size) == 1 and rows > 1:
             # Several samples with --batch_size 1's noise rule: `bulk` runs them side by side
-            # (prompts of any lengths together) and gives each the text it gets alone.
+            # (prompts of any lengths together; it encodes them) and gives each its text alone.
             from .bulk import generate_texts
 
             size = min(BULK_ROWS, 1 << (rows - 1).bit_length())
             done = generate_texts(self.generator, self.encoder, prompts, settings, size, int(nsamples))
             return [s.text for s in done]
+        ids = [self._prompt_ids(p, settings) for p in prompts]
         texts = generate_each(self, ids, int(nsamples), int(batch_size), settings)
         return [t for per_prompt in texts for t in per_prompt]
 
@@ -110,8 +110,8 @@ class Model:
         return sample.fit_prompt(ids, settings.length, self.hparams.n_ctx)
 
 
-
 BULK_ROWS = 8  # rows side by side for a list of prompts (124M on 2 cores: 8 rows ~1.5x one row's time)
+
 
 def generate_each(model: Model, prompts: list[list[int]], nsamples: int, batch_size: int,
                   settings: Settings) -> list[list[str]]:  # fmt: skip
