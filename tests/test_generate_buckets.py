@@ -1,7 +1,8 @@
 """Cached generation with cache buckets shorter than n_ctx, as 124M (n_ctx 1024) uses them: a model
 with n_ctx 512 and prompts on both sides of the 128/256/384 edges, each step's logits compared with
 an uncached full forward pass over the whole sequence so far (the model itself, checked against
-NumPy in test_model.py)."""
+NumPy in test_model.py). The decode step attends over the first 64, 128, 256, ... cache positions,
+the smallest width past its position: the cases step across those edges too."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from gpt2easy.model import GPT2, model
 HP = HParams(n_vocab=64, n_ctx=512, n_embd=16, n_head=2, n_layer=2)
 
 # (prompt tokens, new tokens): cache buckets 128, 256 (129 positions: one past the edge; prompt
-# under and over 128), 384, 512.
-CASES = [(100, 28), (120, 10), (120, 20), (130, 12), (250, 20), (300, 40), (500, 13)]
+# under and over 128), 384, 512; steps across the decode step's attention widths 64, 128, 256.
+CASES = [(50, 30), (100, 28), (120, 10), (120, 20), (130, 12), (250, 20), (300, 40), (500, 13)]
 
 
 @pytest.fixture(scope="module")

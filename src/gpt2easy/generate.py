@@ -23,6 +23,11 @@ XLA-compiled functions:
 - `step(state, controls)`: sample a token from the state's logits, run it through the model
   (writing its keys/values into the cache in place), return the new state and the token.
   Controls (seed, temperature, top_k, top_p, penalty, eos) are tensors: changing them never retraces.
+  Its attention reads only the cache's first W positions, W the smallest of 64, 128, 256, 512 (or
+  the cache length) past the current position, chosen per step by a `tf.switch_case` over static
+  slices: the time follows the positions used, not the cache length (a 16-token prompt plus 128 new
+  tokens has a 256-position cache; bf16 batch 1 went from about 57 to 69-92 tokens/s, batch 8 from
+  212 to 234-286 in the same bench runs).
 
 Prompts of different lengths share a batch by left-padding: row r's prompt of n_r tokens sits at
 cache positions `offset_r = n - n_r ... n - 1` (n the longest), so every row writes its next token
@@ -63,6 +68,7 @@ from . import draw
 from .model import COMPUTE_DTYPES, MASKED, gelu, norm
 
 logger = logging.getLogger(__name__)
+ATTEND_WIDTHS = (64, 128, 256, 512)  # the decode step attends over the first W cache positions
 MATRICES = ("attn/c_attn/w", "attn/c_proj/w", "mlp/c_fc/w", "mlp/c_proj/w")
 
 
@@ -271,6 +277,22 @@ class Generator:
         out = self._from(tf.matmul(self._to(probs, wide), v))
         return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [-1, self.hp.n_embd])
 
+    def _attend_used(self, q, kv, pos, mask, wide):
+        """One query per row [b, h, 1, d] over the cache's first W positions only, W the
+        smallest of 64, 128, 256, ... (up to the cache length) above `pos`: the time follows the
+        positions used, not the cache length. -> [b, e]."""
+        cache_len = kv[0].shape[2]
+        widths = [w for w in ATTEND_WIDTHS if w < cache_len] + [cache_len]
+        keys, values = (var.read_value() for var in kv)
+
+        def branch(w):
+            return lambda: self._attend(q, keys[:, :, :w], values[:, :, :w], mask[..., :w], wide)
+
+        if len(widths) == 1:
+            return branch(cache_len)()
+        index = tf.add_n([tf.cast(pos >= w, tf.int32) for w in widths[:-1]])
+        return tf.switch_case(index, [branch(w) for w in widths])
+
     def _positions(self, cache_pos, offset):
         """Each row's position ids [batch, ...] for cache positions (padding clamped to 0)."""
         return tf.maximum(cache_pos - offset[:, None], 0)
@@ -310,8 +332,7 @@ class Generator:
                 for var, t in zip(cache[i], (k, v), strict=True):
                     t = self._to(self._heads(t, batch), wide)
                     var.assign(xla.dynamic_update_slice(var, t, tf.stack([0, 0, pos, 0])))
-                keys, values = (var.read_value() for var in cache[i])
-                return self._attend(self._heads(q, batch), keys, values, mask, wide)
+                return self._attend_used(self._heads(q, batch), cache[i], pos, mask, wide)
 
             x = self._layer(x, i, attend, wide)
         return self._logits(x, wide)
