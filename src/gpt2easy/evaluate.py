@@ -150,7 +150,7 @@ class Scorer:
     def _fn(self, batch: int, length: int):
         import tensorflow as tf
 
-        from .model import model
+        from .model import model, token_losses
 
         key = (batch, length)
         if key not in self._fns:
@@ -159,7 +159,7 @@ class Scorer:
 
             def losses(rows):
                 logits, _ = model(self.gpt.params(), rows[:, :-1], hp, dtype=dtype)
-                return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=rows[:, 1:], logits=logits)
+                return token_losses(logits, rows[:, 1:])
 
             self._fns[key] = tf.function(losses, autograph=False, input_signature=[
                 tf.TensorSpec([batch, length + 1], tf.int32)])
