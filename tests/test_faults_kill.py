@@ -152,17 +152,26 @@ def stop_at(run: Run, run_dir: Path, target: str, sig: int, rng: random.Random) 
         if first is None:
             return
         skip = step_of(first) + rng.randrange(0, 8)
-        due = {"save": SAVE_EVERY, "sample": SAMPLE_EVERY, "step": 1}[target]
         line = run.wait_for(lambda line: (step_of(line) or -1) >= skip
-                            and step_of(line) % due == 0)
+                            and aimed(target, step_of(line)))
         if line is None:
             return
         if target == "sample" and step_of(line) % SAVE_EVERY == 0:  # the save comes first
             run.wait_for(lambda line: SAVED_LINE.match(line) is not None)
         if target == "save":  # a tiny model saves in milliseconds: wait for its temporary files
             watch_save(run, run_dir, step_of(line))
-        time.sleep(rng.uniform(0.0, {"save": 0.005, "sample": 0.15, "step": 0.05}[target]))
+        # A step of this tiny model takes milliseconds: a kill aimed at one must follow its line
+        # closely, or it lands in a later step's save or samples.
+        time.sleep(rng.uniform(0.0, {"save": 0.005, "sample": 0.15, "step": 0.003}[target]))
     run.proc.send_signal(sig)
+
+
+def aimed(target: str, n: int) -> bool:
+    """Is step line n the one to stop after for `target`? For a step: neither n nor n + 1 is
+    followed by a save or samples, so a stop soon after the line lands inside step n + 1."""
+    if target == "step":
+        return all(k % SAVE_EVERY and k % SAMPLE_EVERY for k in (n, n + 1))
+    return n % {"save": SAVE_EVERY, "sample": SAMPLE_EVERY}[target] == 0
 
 
 def watch_save(run: Run, run_dir: Path, step: int) -> None:
