@@ -26,8 +26,8 @@ XLA-compiled functions:
   Its attention reads only the cache's first W positions, W the smallest of 64, 128, 256, 512 (or
   the cache length) past the current position, chosen per step by a `tf.switch_case` over static
   slices: the time follows the positions used, not the cache length (a 16-token prompt plus 128 new
-  tokens has a 256-position cache; bf16 batch 1 went from about 57 to 69-92 tokens/s, batch 8 from
-  212 to 234-286 in the same bench runs).
+  tokens has a 256-position cache; back-to-back bench runs: bf16 batch 1 from 57 to 69 tokens/s,
+  batch 8 from 212 to 234).
 
 Prompts of different lengths share a batch by left-padding: row r's prompt of n_r tokens sits at
 cache positions `offset_r = n - n_r ... n - 1` (n the longest), so every row writes its next token

@@ -108,10 +108,16 @@ def conv1d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dtype: tf.DType) -> tf.Tens
 
     As OpenAI's, one 2-D matmul over all rows: a batched matmul against a broadcast weight would
     make the weight's gradient one product per batch row plus a sum (measured 2x slower)."""
+    return _row_matmul(x, w[0], dtype) + b
+
+
+def _row_matmul(x: tf.Tensor, w: tf.Tensor, dtype: tf.DType, transpose_w: bool = False) -> tf.Tensor:
+    """x [..., in] times w ([in, out], or [out, in] with transpose_w) as one 2-D matmul over all
+    rows in `dtype` -> float32 [..., out]."""
     rows = tf.reshape(tf.cast(x, dtype), [-1, x.shape[-1]])
-    y = tf.matmul(rows, tf.cast(w[0], dtype))
-    y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [w.shape[-1]]], 0))
-    return tf.cast(y, tf.float32) + b
+    y = tf.matmul(rows, tf.cast(w, dtype), transpose_b=transpose_w)
+    out = w.shape[0] if transpose_w else w.shape[-1]
+    return tf.cast(tf.reshape(y, tf.concat([tf.shape(x)[:-1], [out]], 0)), tf.float32)
 
 
 def attention_mask(nd: int | tf.Tensor, ns: int | tf.Tensor) -> tf.Tensor:
@@ -178,11 +184,7 @@ def embed(params: dict, tokens: tf.Tensor, start: int | tf.Tensor = 0) -> tf.Ten
 def head(params: dict, x: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
     """Final layer norm and the tied output projection: [batch, seq, n_embd] -> float32 logits."""
     h = norm(x, params["model/ln_f/g"], params["model/ln_f/b"])
-    wte = params["model/wte"]
-    rows = tf.reshape(tf.cast(h, dtype), [-1, h.shape[-1]])  # one 2-D matmul, as in conv1d
-    logits = tf.matmul(rows, tf.cast(wte, dtype), transpose_b=True)
-    logits = tf.reshape(logits, tf.concat([tf.shape(h)[:-1], [wte.shape[0]]], 0))
-    return tf.cast(logits, tf.float32)
+    return _row_matmul(h, params["model/wte"], dtype, transpose_w=True)
 
 
 def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.float32,
