@@ -69,3 +69,21 @@ def test_loss_in_a_compiled_step_with_a_two_dimensional_batch():
     np.testing.assert_allclose(grad.numpy(), expected, atol=1e-7)
     np.testing.assert_allclose(loss.numpy(), numpy_losses(logits.numpy(), targets.numpy()).mean(),
                                rtol=1e-6)  # fmt: skip
+
+
+def test_bf16_logits_give_what_casting_them_to_float32_gives(case):
+    """The bf16 training step hands bf16 logits to the loss (no float32 copy): the loss must be the
+    float32 loss of those logits and the gradient what the cast's gradient rounds it to."""
+    logits = tf.cast(tf.constant(case[0][:, :, :3000]), tf.bfloat16)
+    targets = tf.constant(case[1] % 3000)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = loss_fn(logits, targets)
+        ref = loss_fn(tf.cast(logits, tf.float32), targets)
+    assert ours.dtype == tf.float32
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-6)
+    g_ours, g_ref = tape.gradient(ours, logits), tape.gradient(ref, logits)
+    assert g_ours.dtype == tf.bfloat16
+    np.testing.assert_array_equal(g_ours.numpy().astype(np.float32),
+                                  g_ref.numpy().astype(np.float32))
+    assert np.abs(g_ref.numpy().astype(np.float32)).max() > 1e-3

@@ -158,7 +158,7 @@ class Scorer:
             hp = self.gpt.hparams
 
             def losses(rows):
-                logits, _ = model(self.gpt.params(), rows[:, :-1], hp, dtype=dtype)
+                logits, _ = model(self.gpt.params(), rows[:, :-1], hp, dtype=dtype, logits_dtype=dtype)
                 return token_losses(logits, rows[:, 1:])
 
             self._fns[key] = tf.function(losses, autograph=False, input_signature=[

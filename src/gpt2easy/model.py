@@ -111,13 +111,14 @@ def conv1d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dtype: tf.DType) -> tf.Tens
     return _row_matmul(x, w[0], dtype) + b
 
 
-def _row_matmul(x: tf.Tensor, w: tf.Tensor, dtype: tf.DType, transpose_w: bool = False) -> tf.Tensor:
+def _row_matmul(x: tf.Tensor, w: tf.Tensor, dtype: tf.DType, transpose_w: bool = False,
+                out_dtype: tf.DType = tf.float32) -> tf.Tensor:
     """x [..., in] times w ([in, out], or [out, in] with transpose_w) as one 2-D matmul over all
-    rows in `dtype` -> float32 [..., out]."""
+    rows in `dtype` -> `out_dtype` [..., out]."""
     rows = tf.reshape(tf.cast(x, dtype), [-1, x.shape[-1]])
     y = tf.matmul(rows, tf.cast(w, dtype), transpose_b=transpose_w)
     out = w.shape[0] if transpose_w else w.shape[-1]
-    return tf.cast(tf.reshape(y, tf.concat([tf.shape(x)[:-1], [out]], 0)), tf.float32)
+    return tf.cast(tf.reshape(y, tf.concat([tf.shape(x)[:-1], [out]], 0)), out_dtype)
 
 
 def attention_mask(nd: int | tf.Tensor, ns: int | tf.Tensor) -> tf.Tensor:
@@ -181,14 +182,14 @@ def embed(params: dict, tokens: tf.Tensor, start: int | tf.Tensor = 0) -> tf.Ten
     return tf.gather(params["model/wte"], tokens) + tf.gather(params["model/wpe"], positions)[None]
 
 
-def head(params: dict, x: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
-    """Final layer norm and the tied output projection: [batch, seq, n_embd] -> float32 logits."""
+def head(params: dict, x: tf.Tensor, dtype=tf.float32, logits_dtype=tf.float32) -> tf.Tensor:
+    """Final layer norm and the tied output projection: [batch, seq, n_embd] -> logits."""
     h = norm(x, params["model/ln_f/g"], params["model/ln_f/b"])
-    return _row_matmul(h, params["model/wte"], dtype, transpose_w=True)
+    return _row_matmul(h, params["model/wte"], dtype, transpose_w=True, out_dtype=logits_dtype)
 
 
 def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.float32,
-          recompute: bool = False):
+          recompute: bool = False, logits_dtype=tf.float32):
     """Full forward pass, OpenAI's contract.
 
     Args:
@@ -197,9 +198,11 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
       past: None or [batch, n_layer, 2, head, past_seq, head_dim]; positions continue after it.
       dtype: compute dtype of the matmuls (float32 or bfloat16).
       recompute: recompute each block's activations in the backward pass (memory-saving gradients).
+      logits_dtype: the logits' dtype; bf16 logits (as the bf16 matmul makes them) go to `loss_fn`
+        without a float32 copy of the largest tensor of a small model's step.
 
     Returns:
-      (logits [batch, seq, n_vocab] float32, present [batch, n_layer, 2, head, seq, head_dim]).
+      (logits [batch, seq, n_vocab] in logits_dtype, present [batch, n_layer, 2, head, seq, head_dim]).
     """
     start = 0 if past is None else tf.shape(past)[-2]
     x = embed(params, tokens, start)
@@ -213,7 +216,7 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
             x, present = block(x, w, hp, layer_past, dtype)
             presents.append(present)
     present = tf.stack(presents, axis=1) if presents else None
-    return head(params, x, dtype), present
+    return head(params, x, dtype, logits_dtype), present
 
 
 def _recomputed_block(x, w, hp, dtype):
@@ -228,15 +231,19 @@ def _recomputed_block(x, w, hp, dtype):
 
 
 def _token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(cross-entropy of each target in nats, the row's log-sum-exp), both shaped like targets."""
+    """(cross-entropy of each target in nats, the row's log-sum-exp), both shaped like targets;
+    computed in float32 whatever the logits' dtype."""
+    logits = tf.cast(logits, tf.float32)
     top = tf.reduce_max(logits, axis=-1, keepdims=True)
     lse = tf.math.log(tf.reduce_sum(tf.exp(logits - top), axis=-1)) + top[..., 0]
     return lse - tf.gather(logits, targets, batch_dims=targets.shape.rank), lse
 
 
 def _loss_grad(logits, targets, lse, scale):
-    """d(scale * sum of token losses)/d logits = scale * (softmax - one_hot), in one pass."""
-    return (tf.exp(logits - lse[..., None]) - tf.one_hot(targets, logits.shape[-1])) * scale
+    """d(scale * sum of token losses)/d logits = scale * (softmax - one_hot), in one pass, in the
+    logits' dtype (bf16 logits: what the cast's gradient would round it to anyway)."""
+    probs = tf.exp(tf.cast(logits, tf.float32) - lse[..., None])
+    return tf.cast((probs - tf.one_hot(targets, logits.shape[-1])) * scale, logits.dtype)
 
 
 # The 50257-way loss is most of a small model's step outside the matmuls: TensorFlow's CPU kernel
@@ -253,7 +260,8 @@ def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 
 @tf.custom_gradient
 def loss_fn(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-    """Mean next-token cross-entropy in nats (logits [batch, seq, vocab], targets [batch, seq]).
+    """Mean next-token cross-entropy in nats (logits [batch, seq, vocab] float32 or bfloat16,
+    targets [batch, seq]).
     Its gradient recomputes the softmax from the saved log-sum-exp (nothing vocab-sized is kept
     besides the logits)."""
     losses, lse = _compiled_token_losses(logits, targets)

@@ -111,7 +111,7 @@ class TrainStep:
                                self.replicas)
         with tf.GradientTape() as tape:
             logits, _ = model(self.gpt.params(), inputs, self.hp, dtype=self.dtype,
-                              recompute=self.cfg.recompute)
+                              recompute=self.cfg.recompute, logits_dtype=self.dtype)
             loss = loss_fn(logits, targets)
         grads = tape.gradient(loss, [self.optimizer.weights[n] for n in self.names])
         # The embedding's gradient arrives as a sum of a dense part (output projection) and
@@ -150,7 +150,8 @@ class EvalLoss:
                                       batch_size=batch_size, window=window)
 
     def _row_losses(self, rows):
-        logits, _ = model(self.gpt.params(), rows[:, :-1], self.gpt.hparams, dtype=self.dtype)
+        logits, _ = model(self.gpt.params(), rows[:, :-1], self.gpt.hparams, dtype=self.dtype,
+                          logits_dtype=self.dtype)
         return tf.reduce_mean(token_losses(logits, rows[:, 1:]), axis=1)
 
     def __call__(self, rows: np.ndarray, on_rows=None) -> float:
