@@ -40,6 +40,7 @@ from .checkpoint import (
     load_weights,
     newest_readable,
     read_tensors,
+    weight_tensors,
     write_checkpoint,
 )
 from .errors import UserError
@@ -119,7 +120,7 @@ def copy_model_files(src: Path, run_dir: Path, hp: HParams) -> None:
 class Start:
     """What training starts from."""
 
-    weights: dict[str, np.ndarray] | None  # None: random initialisation
+    weights: dict | None  # name -> float32 array or tensor; None: random initialisation
     step: int = 0
     prefix: str | None = None
     extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # optimizer/, train/
@@ -129,7 +130,7 @@ class Start:
 
 
 def _load(path: str | Path, hp: HParams) -> Start:
-    prefix, weights = load_weights(path, hp)
+    prefix, weights = load_weights(path, hp, weight_tensors)
     names = [k for k in list_tensors(prefix) if k.startswith(("optimizer/", "train/"))]
     extra = read_tensors(prefix, names) if names else {}
     if "train/step" in extra:
