@@ -63,15 +63,15 @@ FINETUNE = Route("finetune", "124M", "shakespeare-124M", {
 })  # fmt: skip
 # From scratch: the preset model (4 layers x 256, context 128) with the recipe the speed issue names
 # (batch 8, AdamW 2e-3, weight decay 0.1, clip 1.0, 3% warm-up, cosine to 0.1x). Once the output
-# layer's loss was compiled, batch 8 (0.30-0.31 s/step on 2 idle Zen 4 cores, bf16) beat batch 4
-# (0.17-0.20 s/step) at equal time: 1900 steps scored 4.73 nats/token on the held-out plays, batch 4
-# with 3000 steps at 3e-3 4.91. 1800 steps leave margin under 10 minutes for validation, samples and
-# a slower moment of the machine. Precision and XLA are train.py's auto choices: bf16 without XLA
-# where the CPU has native bf16, fp32 with XLA elsewhere.
+# layer's loss was compiled, batch 8 (0.30-0.45 s/step on 2 Zen 4 cores, bf16, as the machine's
+# speed drifts) beat batch 4 (0.17-0.21 s/step) at equal time: 1800 steps scored 4.73 nats/token on
+# the held-out plays, batch 4 with 3000 steps at 3e-3 4.91 - but 1800 steps took 669 s at a slow
+# moment. 1400 steps keep 10 minutes of training at 0.42 s/step. Precision and XLA are train.py's
+# auto choices: bf16 without XLA where the CPU has native bf16, fp32 with XLA elsewhere.
 SCRATCH = Route("scratch", "shakespeare-small", "shakespeare-small", {
-    "steps": 1800, "batch_size": 8, "optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 0.1,
-    "grad_clip": 1.0, "warmup_steps": 54, "lr_decay": "cosine", "min_lr": 2e-4,
-    "sample_every": 600, "save_every": 600, "val_every": 600, "val_batch_count": 20, "seed": 1,
+    "steps": 1400, "batch_size": 8, "optimizer": "adamw", "learning_rate": 2e-3, "weight_decay": 0.1,
+    "grad_clip": 1.0, "warmup_steps": 42, "lr_decay": "cosine", "min_lr": 2e-4,
+    "sample_every": 700, "save_every": 700, "val_every": 700, "val_batch_count": 20, "seed": 1,
 })  # fmt: skip
 
 
