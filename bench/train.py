@@ -8,7 +8,7 @@
     .venv/bin/python bench/train.py --shape demo --only ours-fp32,ours-fp32-xla,classic-tf1,hf-fp32 --steps 20
 
 Shapes: `124m` (default): GPT-2 124M, batch 1 x 1024 tokens, Adam (lr 2e-5), as the classic
-fine-tuning. `demo`: the demo's preset (4 layers x 256, 4 heads, context 128), batch 4 x 128 tokens,
+fine-tuning. `demo`: the demo's preset (4 layers x 256, 4 heads, context 128), batch 8 x 128 tokens,
 AdamW (weight decay 0.1 on matrices; Adam for the classic graph, which has no AdamW), where the
 50257-way output layer is most of the work. Random weights, one process per setting, one at a time:
 - ours-fp32, ours-bf16: gpt2easy's compiled step (step.TrainStep), as train.py runs it.
@@ -51,7 +51,7 @@ PEERS = ("classic-tf1", "hf-fp32", "hf-bf16")
 LR = 2e-5
 SHAPES = {  # name: (hparams, batch size, window, optimizer)
     "124m": ({}, 1, 1024, "adam"),
-    "demo": ({"n_ctx": 128, "n_embd": 256, "n_head": 4, "n_layer": 4}, 4, 128, "adamw"),
+    "demo": ({"n_ctx": 128, "n_embd": 256, "n_head": 4, "n_layer": 4}, 8, 128, "adamw"),
 }
 WEIGHT_DECAY = 0.1
 
