@@ -110,9 +110,10 @@ class Optimizer(tf.Module):
                 beta2_power=b2_power, lr=lr, beta1=tf.constant(self.beta1),
                 beta2=tf.constant(self.beta2), epsilon=tf.constant(self.epsilon), grad=grads[name])
 
-    def state(self) -> dict[str, np.ndarray]:
-        """Slots by checkpoint name (`optimizer/<weight>/m` and `/v`)."""
-        return {name: var.numpy() for name, var in self.slots.items()}
+    def state(self) -> dict[str, tf.Tensor]:
+        """Slots by checkpoint name (`optimizer/<weight>/m` and `/v`), as tensors: a save writes
+        them without two copies through NumPy (1 GB each for 124M's Adam slots)."""
+        return {name: tf.convert_to_tensor(var) for name, var in self.slots.items()}
 
     def restore(self, tensors: dict[str, np.ndarray]) -> bool:
         """Load the slots from checkpoint tensors; False (slots left at zero) if any is missing."""

@@ -197,7 +197,8 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
             return str(run_dir / f"model-{counter}")
         keep = {best.step, also_keep} - {-1} if cfg.keep_best else set()
         prefix = runfolder.save(
-            run_dir, counter, {n: v.numpy() for n, v in gpt.weights.items()}, optimizer.state(),
+            run_dir, counter, {n: tf.convert_to_tensor(v) for n, v in gpt.weights.items()},
+            optimizer.state(),
             seed=seed, sampler_state=sampler.get_state(), avg_loss=avg, optimizer=cfg.optimizer,
             max_to_keep=cfg.max_checkpoints, extra=best.state(),
             protect=tuple(f"model-{k}" for k in sorted(keep)), save_optimizer=cfg.save_optimizer)
