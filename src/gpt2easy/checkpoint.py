@@ -248,8 +248,7 @@ def newest_readable(folder: str | Path, read: Callable[[str], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def load_weights(path: str | Path, hp: HParams, read: Callable = read_weights,
-                 ) -> tuple[str, dict[str, np.ndarray]]:  # fmt: skip
+def load_weights(path: str | Path, hp: HParams, read: Callable = read_weights) -> tuple[str, dict]:
     """Weights from a folder (newest readable checkpoint, falling back with a warning past corrupt
     ones) or from an explicit prefix (an error if it is corrupt). Returns (prefix, weights);
     `read(prefix, hp)` reads them (`weight_tensors` to make variables from)."""

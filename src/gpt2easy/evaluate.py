@@ -150,16 +150,14 @@ class Scorer:
     def _fn(self, batch: int, length: int):
         import tensorflow as tf
 
-        from .model import model, token_losses
+        from .model import COMPUTE_DTYPES, row_token_losses
 
         key = (batch, length)
         if key not in self._fns:
-            dtype = tf.bfloat16 if self.precision == "bf16" else tf.float32
-            hp = self.gpt.hparams
+            dtype, hp = COMPUTE_DTYPES[self.precision], self.gpt.hparams
 
             def losses(rows):
-                logits, _ = model(self.gpt.params(), rows[:, :-1], hp, dtype=dtype, logits_dtype=dtype)
-                return token_losses(logits, rows[:, 1:])
+                return row_token_losses(self.gpt.params(), rows, hp, dtype)
 
             self._fns[key] = tf.function(losses, autograph=False, input_signature=[
                 tf.TensorSpec([batch, length + 1], tf.int32)])

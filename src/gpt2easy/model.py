@@ -258,6 +258,14 @@ def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     return _compiled_token_losses(logits, targets)[0]
 
 
+def row_token_losses(params: dict, rows: tf.Tensor, hp: HParams, dtype=tf.float32) -> tf.Tensor:
+    """Loss in nats of each next token of `rows` [batch, window + 1] (inputs rows[:, :-1], targets
+    rows[:, 1:]), no gradient; with bf16 matmuls the logits stay bf16 into the loss. Validation and
+    `evaluate` both score this way."""
+    logits, _ = model(params, rows[:, :-1], hp, dtype=dtype, logits_dtype=dtype)
+    return token_losses(logits, rows[:, 1:])
+
+
 @tf.custom_gradient
 def loss_fn(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """Mean next-token cross-entropy in nats (logits [batch, seq, vocab] float32 or bfloat16,

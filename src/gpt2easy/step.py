@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from . import distribute
 from .errors import UserError
-from .model import COMPUTE_DTYPES, GPT2, loss_fn, model, token_losses
+from .model import COMPUTE_DTYPES, GPT2, loss_fn, model, row_token_losses
 from .optim import Optimizer, clip_by_global_norm
 
 
@@ -150,9 +150,8 @@ class EvalLoss:
                                       batch_size=batch_size, window=window)
 
     def _row_losses(self, rows):
-        logits, _ = model(self.gpt.params(), rows[:, :-1], self.gpt.hparams, dtype=self.dtype,
-                          logits_dtype=self.dtype)
-        return tf.reduce_mean(token_losses(logits, rows[:, 1:]), axis=1)
+        losses = row_token_losses(self.gpt.params(), rows, self.gpt.hparams, self.dtype)
+        return tf.reduce_mean(losses, axis=1)
 
     def __call__(self, rows: np.ndarray, on_rows=None) -> float:
         """Mean loss of `rows`; `on_rows(n)` is called as batches of n rows are done (progress)."""
