@@ -132,8 +132,9 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def bench_batches(gpt2, prompt, new, top_k, batches):
-    """Total tokens/s per (precision, batch size): one generation of `new` tokens, all rows busy."""
+def bench_batches(gpt2, prompt, new, top_k, batches, rounds=3):
+    """Total tokens/s per (precision, batch size): one generation of `new` tokens, all rows busy;
+    the best of `rounds` rounds that each time every size once."""
     from gpt2easy.generate import Controls, Generator
 
     controls = Controls.make(seed=(1, 0), top_k=top_k)
@@ -142,12 +143,16 @@ def bench_batches(gpt2, prompt, new, top_k, batches):
     for precision in ("fp32", "bf16"):
         generator = Generator(gpt2, precision)
         base = None
+        best = {}
+        for batch in batches:  # compile every shape first
+            list(generator.generate(np.repeat(prompt, batch, axis=0), new, controls))
+        for _ in range(rounds):  # then the sizes in turn, so that a ratio spans the same minutes
+            for batch in batches:
+                rows = np.repeat(prompt, batch, axis=0)
+                seconds = timed(lambda g=generator, r=rows: list(g.generate(r, new, controls)))[0]
+                best[batch] = min(best.get(batch, seconds), seconds)
         for batch in batches:
-            rows = np.repeat(prompt, batch, axis=0)
-            list(generator.generate(rows, new, controls))  # compile
-            seconds = min(timed(lambda g=generator, r=rows: list(g.generate(r, new, controls)))[0]
-                          for _ in range(2))  # fmt: skip
-            rate = batch * new / seconds
+            rate = batch * new / best[batch]
             base = base or (rate if batch == 1 else None)
             ratio = f"{rate / base:.2f}x" if base else "-"
             print(f"{precision:10} {batch:5d} {rate:15.1f} {rate / batch:8.1f} {ratio:>11}", flush=True)
