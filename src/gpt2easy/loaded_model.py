@@ -1,9 +1,10 @@
 """`Model`: a model loaded for generation, what `gpt2easy.load` returns.
 
 It samples exactly as `interactive_conditional_samples.py` does (the same `sample` functions): the
-same prompt, options and seed give the same text. Prompts go through one at a time
-(`generate_each`); several prompts of different lengths in one batch would be faster and is meant
-to replace it.
+same prompt, options and seed give the same text. With `batch_size` 1, several prompts (or samples)
+go through side by side in batches of up to `BULK_ROWS` (`bulk`, prompts of different lengths
+together), each row giving the text it gives alone; with `batch_size` > 1, prompt after prompt
+(`generate_each`), as the script does.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class Model:
         return sample.fit_prompt(ids, settings.length, self.hparams.n_ctx)
 
 
-BULK_ROWS = 8  # rows side by side for a list of prompts (124M on 2 cores: 8 rows ~1.5x one row's time)
+BULK_ROWS = 8  # rows side by side for a list of prompts (124M, 2 cores: 8 rows take 1.5x (fp32) to
+#                2.9x (bf16) one row's time per token, bench/generate.py --batches)
 
 
 def generate_each(model: Model, prompts: list[list[int]], nsamples: int, batch_size: int,
