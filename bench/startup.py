@@ -10,6 +10,8 @@ demo/fetch_vocab.py) is made in a temporary folder, with an empty XLA compilatio
 compiled. Measured, each launch a fresh process, one at a time:
 - `interactive_conditional_samples.py` (default flags: `--precision auto`, top_k 0 -> here 40), one
   piped prompt: seconds until the first character of sampled text after the SAMPLE banner;
+- the same with `--keep_warm 1`: launch 1 starts the warm process (see `gpt2easy.warm`), the next
+  ones are served by it, a second apart; the processes are ended afterwards;
 - `train.py` on a small `.npz` (batch 1 x 1024, the classic fine-tuning shape): seconds until the
   first step's log line (`[1 | ...] loss=...`), each launch a new run name.
 A launch's time also depends on the operating system's file cache (the weights are read from disk the
@@ -88,13 +90,30 @@ def sampled(text: str) -> bool:
     return after >= 0 and len(text) > after + 1
 
 
-def main(launches: int = 3, train: bool = True, sample: bool = True) -> None:
+def stop_warm(cache: str) -> None:
+    """End the `--keep_warm` processes started with this cache folder (their logs name them)."""
+    import glob
+    import re
+    import signal
+
+    for log in glob.glob(os.path.join(cache, "warm", "*.log")):
+        with open(log, encoding="utf-8") as f:
+            for pid in re.findall(r"warm process (\d+) listening", f.read()):
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+
+def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool = True) -> None:
     """Time `launches` launches of the interactive script and of train.py's first step.
 
     Args:
         launches: launches of each command (the first one compiles, the next ones reuse).
         train: time train.py's first step.
         sample: time the interactive script's first sampled text.
+        warm: also time the interactive script with --keep_warm (launch 1 starts the warm
+            process; a second apart, so that it has finished the launch before)
     """
     from generate import cpu_name
 
@@ -105,12 +124,24 @@ def main(launches: int = 3, train: bool = True, sample: bool = True) -> None:
         env.pop("GPT2EASY_XLA_CACHE", None)
         flags = [f"--models_dir={models}", "--model_name=124M"]
         print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; 124M, random weights, empty XLA cache")
+        script = [sys.executable, os.path.join(ROOT, "interactive_conditional_samples.py"), *flags,
+                  "--length=20", "--top_k=40", "--seed=1"]  # fmt: skip
         if sample:
-            times = [until([sys.executable, os.path.join(ROOT, "interactive_conditional_samples.py"),
-                            *flags, "--length=20", "--top_k=40", "--seed=1"], env, tmp, "stdout",
-                           sampled, stdin=PROMPT + "\n") for _ in range(launches)]  # fmt: skip
+            times = [until(script, env, tmp, "stdout", sampled, stdin=PROMPT + "\n")
+                     for _ in range(launches)]  # fmt: skip
             print("interactive_conditional_samples.py, launch to first sampled text: "
                   + ", ".join(f"{t:.1f} s" for t in times), flush=True)  # fmt: skip
+        if warm:
+            times = []
+            try:
+                for _ in range(launches):
+                    times.append(until([*script, "--keep_warm=1"], env, tmp, "stdout", sampled,
+                                       stdin=PROMPT + "\n"))  # fmt: skip
+                    time.sleep(1.0)
+            finally:
+                stop_warm(env["GPT2EASY_CACHE"])
+            print("the same with --keep_warm 1: " + ", ".join(f"{t:.2f} s" for t in times),
+                  flush=True)  # fmt: skip
         if train:
             import numpy as np
 

@@ -34,9 +34,10 @@ CLASSIC = {
              "weight_decay precision xla strategy verbose keep_line_endings column header keep_best "
              "early_stopping save_optimizer",
     "sample": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
-              "top_k top_p repetition_penalty stop stop_at_endoftext precision verbose prompts_file output",
+              "top_k top_p repetition_penalty stop stop_at_endoftext precision verbose prompts_file output "
+              "keep_warm",
     "generate": "model_name models_dir run_name checkpoint seed nsamples batch_size length temperature "
-                "top_k top_p repetition_penalty stop stop_at_endoftext precision output verbose",
+                "top_k top_p repetition_penalty stop stop_at_endoftext precision output verbose keep_warm",
 }
 
 

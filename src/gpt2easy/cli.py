@@ -39,6 +39,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+PROG = "gpt2easy"  # the running command's name in messages (`train.py`, `gpt2easy train`)
 
 
 def register(name: str, config: str, function: str, help: str) -> None:
@@ -116,6 +117,8 @@ def execute(config: type, function: Callable, argv: list[str], prog: str, about:
     docstring."""
     from .flagparse import Help, parse
 
+    global PROG
+    PROG = prog
     try:
         cfg, verbose = parse(config, argv, prog, about)
     except Help as h:
@@ -124,6 +127,12 @@ def execute(config: type, function: Callable, argv: list[str], prog: str, about:
     except UserError as e:
         _fail(prog, str(e))
     setup_logging(verbose)
+    call(function, cfg, prog)
+
+
+def call(function: Callable, cfg: Any, prog: str) -> None:
+    """`function(cfg)` with the exit codes of the module docstring (also what a `--keep_warm`
+    process runs for a launch, see `warm`)."""
     try:
         function(resolve_folders(cfg))
     except UserError as e:

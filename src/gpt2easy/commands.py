@@ -130,7 +130,29 @@ def train(cfg: TrainConfig) -> None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SampleConfig(SamplingFlags, ModelFlags):
+class WarmFlags:
+    """The sampling scripts' `--keep_warm` (see `warm`)."""
+
+    keep_warm: float = opt(0.0, "keep the model loaded in a background process for this many minutes "
+                                "after the script ends: a later launch with the same flag starts at "
+                                "once; 0 = off", minimum=0.0)
+
+
+def _relayed(command: str, cfg) -> bool:
+    """With --keep_warm, run the command in the warm process (`warm.relay`): True when it ran
+    there (a non-zero exit code is raised as SystemExit), False to run it here."""
+    from . import warm
+
+    if not cfg.keep_warm or warm.INSIDE:
+        return False
+    code = warm.relay(command, cfg, cli.PROG)
+    if code:
+        raise SystemExit(code)
+    return code is not None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SampleConfig(SamplingFlags, ModelFlags, WarmFlags):
     """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat.
 
     The flags of interactive_conditional_samples.py and `gpt2easy sample`."""
@@ -232,6 +254,8 @@ def sample(cfg: SampleConfig) -> None:
 
     check_bulk_flags(cfg.prompts_file, cfg.output, cfg.batch_size)
     stops = _checked(dataclasses.replace(cfg, batch_size=1) if cfg.prompts_file else cfg)
+    if _relayed("sample", cfg):
+        return
     cli.quiet_tensorflow()
     from .sample import fit_prompt, load, stream_samples
 
@@ -262,7 +286,7 @@ def sample(cfg: SampleConfig) -> None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GenerateConfig(SamplingFlags, ModelFlags):
+class GenerateConfig(SamplingFlags, ModelFlags, WarmFlags):
     """Print samples from nothing under `==== SAMPLE n ====` banners: NSAMPLES of them, or forever.
 
     The flags of generate_unconditional_samples.py and `gpt2easy generate`."""
@@ -317,6 +341,8 @@ class InterruptAtWrites:
 def generate(cfg: GenerateConfig) -> None:
     """Print samples under `==== SAMPLE n ====` banners: NSAMPLES of them, or forever."""
     stops = _checked(cfg, forever_ok=True)
+    if _relayed("generate", cfg):
+        return
     cli.quiet_tensorflow()
     from .files import atomic_write_text
     from .sample import banner, load, stream_samples

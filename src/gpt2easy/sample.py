@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 from .errors import UserError
 from .machine import PRECISION_CHOICES
@@ -28,6 +29,9 @@ from .options import check_value, opt, options_of
 from .tokens import ENDOFTEXT_ID
 
 logger = logging.getLogger(__name__)
+# In a `--keep_warm` process (`warm`), the last model `load` made, by its files: later launches
+# with the same flags reuse it. None (no reuse) everywhere else.
+RESIDENT: dict | None = None
 
 
 
@@ -207,9 +211,23 @@ def load(models_dir: str, model_name: str, run_name, checkpoint, precision: str)
     from .generate import Generator
 
     hp, folder, prefix = open_model(models_dir, model_name, run_name, checkpoint)
+    key = (str(Path(prefix).resolve()), str(Path(folder).resolve()), precision, _stamp(prefix, folder))
+    if RESIDENT is not None and key in RESIDENT:
+        logger.debug("weights: %s, loaded already", prefix)
+        return RESIDENT[key]
     encoder = get_encoder(folder)
     logger.debug("weights: %s; vocabulary: %s", prefix, folder)
-    return Generator(load_model(prefix, hp), precision), encoder, hp
+    loaded = Generator(load_model(prefix, hp), precision), encoder, hp
+    if RESIDENT is not None:  # keep only the newest: one model's memory
+        RESIDENT.clear()
+        RESIDENT[key] = loaded
+    return loaded
+
+
+def _stamp(prefix: str, folder: str) -> tuple:
+    """Size and modification time of the files a load reads: a changed file means a new load."""
+    files = [*Path(prefix).parent.glob(Path(prefix).name + "*"), *Path(folder).glob("*")]
+    return tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
 
 
 def parse_stops(stop) -> tuple[str, ...]:
