@@ -168,3 +168,13 @@ def test_two_first_launches_at_once_start_one_process(root, tmp_path, models):
     assert outs[0][0] == outs[1][0] and "SAMPLE 1" in outs[0][0]
     assert len(pids) == 1  # one listened; the other start found it (or ran here, if busy)
     assert "did not start" not in outs[0][1] + outs[1][1]
+
+
+def test_prompts_file_and_output_relative_to_the_launch(root, env, models, tmp_path):
+    (tmp_path / "prompts.txt").write_text("Hello\nOnce upon a time\nThe end\n", encoding="utf-8")
+    for name, extra in (("plain", ()), ("warm", ("--keep_warm", 1))):
+        out = sample(root, env, models, "--prompts_file", "prompts.txt", "--output", f"{name}.jsonl",
+                     "--batch_size", 2, *extra, cwd=tmp_path)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+    plain = (tmp_path / "plain.jsonl").read_text(encoding="utf-8")
+    assert plain.count("\n") == 3 and (tmp_path / "warm.jsonl").read_text(encoding="utf-8") == plain
