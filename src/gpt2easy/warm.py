@@ -1,8 +1,9 @@
 """`--keep_warm MINUTES`: a model kept loaded in a background process, so a later launch starts at once.
 
 A launch of the sampling scripts pays, every time, for TensorFlow's import (2.5-3.5 s here), reading
-the weights, tracing the compiled functions and loading XLA's cached programs: 7-8 s for 124M
-before the first token, even with everything cached on disk. Only a process that stays alive avoids
+the weights, tracing the compiled functions and loading XLA's cached programs: 6.5-8 s for 124M
+before the first token, even with everything cached on disk (0.2-0.3 s when served warm, measured
+by `bench/startup.py`). Only a process that stays alive avoids
 that. With `--keep_warm M` the script (`relay`, which imports no TensorFlow) hands its flags to
 such a process and relays its terminal to it: the process's output comes back as it is written,
 the script's input lines go to it, Ctrl+C interrupts it as it interrupts the script. The command
