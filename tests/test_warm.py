@@ -47,8 +47,9 @@ def env(tmp_path_factory):
 
 def launch(root, env, script, *args, stdin="Hello\n", cwd=None, **popen):
     argv = [sys.executable, str(root / script), *map(str, args)]
-    if popen:
-        return subprocess.Popen(argv, env=env, cwd=cwd, text=True, **popen)
+    if popen:  # running on; stdin=subprocess.PIPE to write it, else none
+        pipe = subprocess.PIPE if stdin == subprocess.PIPE else None
+        return subprocess.Popen(argv, env=env, cwd=cwd, text=True, stdin=pipe, **popen)
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300, env=env,
                           cwd=cwd)  # fmt: skip
 
@@ -178,3 +179,20 @@ def test_prompts_file_and_output_relative_to_the_launch(root, env, models, tmp_p
         assert out.returncode == 0, out.stderr[-2000:]
     plain = (tmp_path / "plain.jsonl").read_text(encoding="utf-8")
     assert plain.count("\n") == 3 and (tmp_path / "warm.jsonl").read_text(encoding="utf-8") == plain
+
+
+def test_output_closed_early_is_not_an_error(root, env, models):
+    """`... | head`: the launch exits 0 without a traceback; the process serves the next launch."""
+    first = sample(root, env, models, "--keep_warm", 1, "--verbose")
+    reader = sample(root, env, models, "--keep_warm", 1, "--nsamples", 200,
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    reader.stdin.write("Hello\n")
+    reader.stdin.close()
+    assert "SAMPLE 1" in reader.stdout.readline()
+    reader.stdout.close()
+    err = reader.stderr.read()
+    assert reader.wait(timeout=60) == 0 and "Traceback" not in err, err[-2000:]
+    time.sleep(1)
+    again = sample(root, env, models, "--keep_warm", 1, "--verbose")
+    assert again.returncode == 0 and served_by(again) == served_by(first)
+    assert again.stdout == first.stdout
