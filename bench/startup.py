@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from gpt2easy import cli  # noqa: E402
+from gpt2easy.warm import stop_all  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog, and then"
 
@@ -90,21 +92,6 @@ def sampled(text: str) -> bool:
     return after >= 0 and len(text) > after + 1
 
 
-def stop_warm(cache: str) -> None:
-    """End the `--keep_warm` processes started with this cache folder (their logs name them)."""
-    import glob
-    import re
-    import signal
-
-    for log in glob.glob(os.path.join(cache, "warm", "*.log")):
-        with open(log, encoding="utf-8") as f:
-            for pid in re.findall(r"warm process (\d+) listening", f.read()):
-                try:
-                    os.kill(int(pid), signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-
-
 def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool = True) -> None:
     """Time `launches` launches of the interactive script and of train.py's first step.
 
@@ -139,7 +126,7 @@ def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool 
                                        stdin=PROMPT + "\n"))  # fmt: skip
                     time.sleep(1.0)
             finally:
-                stop_warm(env["GPT2EASY_CACHE"])
+                stop_all(Path(env["GPT2EASY_CACHE"]))
             print("the same with --keep_warm 1: " + ", ".join(f"{t:.2f} s" for t in times),
                   flush=True)  # fmt: skip
         if train:

@@ -252,6 +252,7 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     "ics corrupt checkpoint": (ICS, ["--model_name", "corrupt"], r"corrupt"),
     "ics missing run": (ICS, ["--run_name", "norun"], r"norun"),
     "ics missing checkpoint path": (ICS, ["--checkpoint", "nowhere/model-5"], r"not a checkpoint"),
+    "ics negative keep_warm": (ICS, ["--keep_warm", "-1"], r"--keep_warm"),
     # generate_unconditional_samples.py
     "gus negative nsamples": (GUS, ["--nsamples", "-1"], r"--nsamples"),
     "gus zero length": (GUS, ["--length", "0"], r"--length"),
@@ -303,6 +304,7 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     "gus misspelled flag": (GUS, ["--nsample", "2"], r"did you mean --nsamples\?"),
     "gus word for a number": (GUS, ["--length", "long"], r"--length must be a whole number.*'long'"),
     "gus repeated flag": (GUS, ["--output", "out/a.txt", "--output", "out/b.txt"], r"--output given twice"),
+    "gus keep_warm word": (GUS, ["--keep_warm", "soon"], r"--keep_warm must be a number.*'soon'"),
 }
 # Rows refused by the command line itself: they must not wait for TensorFlow (timed, printed).
 FLAG_ROWS = [n for n in CASES if n.split(" ", 1)[1] in {

@@ -1,7 +1,7 @@
 """`--keep_warm`: the sampling scripts served by a resident process give what they give alone.
 
 Each test's launches share a private cache folder (so a warm process of their own), ended after
-the module; a tiny random model in OpenAI's layout.
+the module; the server tests' tiny random model in OpenAI's layout.
 """
 
 from __future__ import annotations
@@ -12,37 +12,29 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from serve_util import HP, tiny_models  # noqa: F401 (fixture)
 
 from gpt2easy.checkpoint import write_checkpoint
-from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights
+from gpt2easy.warm import stop_all
 
-HP = HParams(n_vocab=50257, n_ctx=32, n_embd=16, n_head=2, n_layer=1)
 SERVED = re.compile(r"using the warm model \(process (\d+)\)")
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, make_model) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    make_model(root / "tiny", HP, initial_weights(HP, seed=1))
-    return root
+def models(tiny_models):  # noqa: F811
+    return tiny_models
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     yield {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GPT2EASY_CACHE": str(cache)}
-    for log in (cache / "warm").glob("*.log"):
-        for pid in re.findall(r"warm process (\d+) listening", log.read_text()):
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    stop_all(cache)
 
 
 def launch(root, env, script, *args, stdin="Hello\n", cwd=None, **popen):
@@ -160,11 +152,7 @@ def test_two_first_launches_at_once_start_one_process(root, tmp_path, models):
             p.kill()
         logs = "".join(log.read_text() for log in (tmp_path / "warm").glob("*.log"))
         pids = re.findall(r"warm process (\d+) listening", logs)
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        stop_all(tmp_path)
     assert [p.returncode for p in both] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert outs[0][0] == outs[1][0] and "SAMPLE 1" in outs[0][0]
     assert len(pids) == 1  # one listened; the other start found it (or ran here, if busy)

@@ -211,23 +211,25 @@ def load(models_dir: str, model_name: str, run_name, checkpoint, precision: str)
     from .generate import Generator
 
     hp, folder, prefix = open_model(models_dir, model_name, run_name, checkpoint)
-    key = (str(Path(prefix).resolve()), str(Path(folder).resolve()), precision, _stamp(prefix, folder))
-    if RESIDENT is not None and key in RESIDENT:
+    key = None if RESIDENT is None else _stamp(prefix, folder, precision)
+    if key is not None and key in RESIDENT:
         logger.debug("weights: %s, loaded already", prefix)
         return RESIDENT[key]
     encoder = get_encoder(folder)
     logger.debug("weights: %s; vocabulary: %s", prefix, folder)
     loaded = Generator(load_model(prefix, hp), precision), encoder, hp
-    if RESIDENT is not None:  # keep only the newest: one model's memory
+    if key is not None:  # keep only the newest: one model's memory
         RESIDENT.clear()
         RESIDENT[key] = loaded
     return loaded
 
 
-def _stamp(prefix: str, folder: str) -> tuple:
-    """Size and modification time of the files a load reads: a changed file means a new load."""
-    files = [*Path(prefix).parent.glob(Path(prefix).name + "*"), *Path(folder).glob("*")]
-    return tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()))
+def _stamp(prefix: str, folder, precision: str) -> tuple:
+    """What a load depends on: the precision and the path, size and modification time of the
+    files it reads (the checkpoint's, the model folder's): a changed file means a new load."""
+    files = {*Path(prefix).parent.glob(Path(prefix).name + "*"), *Path(folder).glob("*")}
+    stats = ((str(f.resolve()), f.stat()) for f in files if f.is_file())
+    return precision, tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
 
 
 def parse_stops(stop) -> tuple[str, ...]:

@@ -3,10 +3,10 @@
 A launch of the sampling scripts pays, every time, for TensorFlow's import (2.5-3.5 s here), reading
 the weights, tracing the compiled functions and loading XLA's cached programs: 6.5-8 s for 124M
 before the first token, even with everything cached on disk (0.2-0.3 s when served warm, measured
-by `bench/startup.py`). Only a process that stays alive avoids
-that. With `--keep_warm M` the script (`relay`, which imports no TensorFlow) hands its flags to
-such a process and relays its terminal to it: the process's output comes back as it is written,
-the script's input lines go to it, Ctrl+C interrupts it as it interrupts the script. The command
+by `bench/startup.py`). Only a process that stays alive avoids that. With `--keep_warm M` the
+script (`relay`, which imports no TensorFlow) hands its flags to such a process (`resident`) and
+relays its terminal to it: the process's output comes back as it is written, the script's input
+lines go to it, Ctrl+C interrupts it as it interrupts the script. The command
 runs there exactly as it would here (the same functions, from the script's working directory, with
 its `prog` in messages and its exit code), so a seed gives the same text either way; the last
 model loaded stays loaded (`sample.RESIDENT`) until its checkpoint files change.
@@ -20,13 +20,11 @@ at a time; a launch that finds it busy (or cannot reach it) runs the command its
 
 from __future__ import annotations
 
-import _thread
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -34,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 from .compile_cache import cache_root
@@ -80,7 +77,7 @@ def relay(command: str, cfg, prog: str) -> int | None:
         conn = _start(path)
     if conn is None:
         return None
-    channel = _Channel(conn)
+    channel = Channel(conn)
     request = {"command": command, "config": dataclasses.asdict(cfg), "prog": prog,
                "cwd": os.getcwd(), "tty": [sys.stdin.isatty(), sys.stdout.isatty()],
                "verbose": logging.getLogger().getEffectiveLevel() <= logging.DEBUG,
@@ -102,7 +99,7 @@ class _Abandon(Exception):
     """A second Ctrl+C: stop waiting for the warm process."""
 
 
-def _follow(channel: _Channel, path: Path) -> int:
+def _follow(channel: Channel, path: Path) -> int:
     """Relay messages until the resident process reports the command's exit code. Ctrl+C is
     passed on (the command stops as it would here); a second one stops waiting (exit code 130)."""
     state = {"sent": False, "reading": False}
@@ -178,7 +175,7 @@ def _start(path: Path) -> socket.socket | None:
     if log.exists() and log.stat().st_size > 1 << 20:
         log.unlink()
     with open(log, "ab") as out:  # appended: a process that lost a race to start must not erase it
-        child = subprocess.Popen([sys.executable, "-m", "gpt2easy.warm", str(path)], env=env,
+        child = subprocess.Popen([sys.executable, "-m", "gpt2easy.resident", str(path)], env=env,
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, cwd=str(path.parent))  # fmt: skip
     logger.debug("started a warm process (%s), log %s", child.pid, log)
@@ -196,12 +193,32 @@ def _start(path: Path) -> socket.socket | None:
     return None
 
 
+def stop_all(root: Path | None = None) -> None:
+    """End the resident processes whose logs are under `root/warm` (default: `cache_root()`), as
+    `kill` would: for tests and benchmarks that started some with a cache folder of their own. Only
+    live processes running `gpt2easy.resident` are signalled (a logged pid may have been reused)."""
+    import re
+
+    for log in ((root or cache_root()) / "warm").glob("*.log"):
+        for pid in map(int, re.findall(r"warm process (\d+) listening", log.read_text("utf-8"))):
+            try:
+                if b"gpt2easy.resident" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGTERM)
+            except OSError:  # gone (or no /proc: nothing to check against, nothing signalled)
+                pass
+
+
+def lock_path(path: Path) -> Path:
+    """The lock the resident process for `path` holds while it lives."""
+    return path.with_suffix(".lock")
+
+
 def _starting(path: Path) -> bool:
     """Whether a resident process holds `path`'s lock (one started by another launch may still be
     importing TensorFlow)."""
     import fcntl
 
-    with open(path.with_suffix(".lock"), "a") as lock:
+    with open(lock_path(path), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -210,7 +227,7 @@ def _starting(path: Path) -> bool:
         return False
 
 
-class _Channel:
+class Channel:
     """JSON messages, one per line, over a connected socket."""
 
     def __init__(self, conn: socket.socket):
@@ -233,208 +250,3 @@ class _Channel:
         except OSError:
             pass
         self.conn.close()
-
-
-# --- the resident process ---------------------------------------------------------------------
-
-
-def serve(path: Path) -> None:
-    """Listen on `path` and run one launch's command at a time, until a launch's `keep_warm`
-    minutes pass without another. Exits at once if another process already serves `path`."""
-    import fcntl
-
-    lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held for the process's life)
-    for attempt in range(10):  # a launch's `_starting` holds it for an instant
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError:
-            if attempt == 9:
-                return
-            time.sleep(0.05)
-    global INSIDE
-    INSIDE = True
-    from . import cli, sample
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    cli.quiet_tensorflow()
-    sample.RESIDENT = {}
-    running = threading.Event()  # a launch's command is running: Ctrl+C from it interrupts it
-
-    def on_sigint(signum, frame):  # only the reader thread's interrupt_main sends it
-        if running.is_set():
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, on_sigint)
-
-    def on_sigterm(signum, frame):  # `kill`: remove the socket, end now (even mid-launch)
-        path.unlink(missing_ok=True)
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
-    listener.listen(8)
-    pending: queue.Queue = queue.Queue()
-    busy = threading.Event()
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            if busy.is_set():
-                conn.close()  # the launch runs its command itself
-            else:
-                busy.set()
-                pending.put(conn)
-
-    threading.Thread(target=accept, daemon=True).start()
-    minutes = 1.0
-    logger.info("warm process %s listening on %s", os.getpid(), path)
-    try:
-        while True:
-            try:
-                conn = pending.get(timeout=minutes * 60)
-            except queue.Empty:
-                break
-            try:
-                minutes = _session(conn, cli, running)
-            except Exception:  # a broken launch must not end the process
-                logger.exception("launch failed")
-            finally:
-                busy.clear()
-    finally:
-        path.unlink(missing_ok=True)
-        listener.close()
-    logger.info("warm process %s: no launch for %g min, exiting", os.getpid(), minutes)
-
-
-def _session(conn: socket.socket, cli, running: threading.Event) -> float:
-    """One launch: its command, run here with its terminal relayed. Returns its keep_warm minutes."""
-    channel = _Channel(conn)
-    request = channel.receive()
-    if not request:
-        channel.close()
-        return 1.0
-    command = cli.COMMANDS[request["command"]]
-    config = cli.load(command.config)
-    cfg = config(**request["config"])
-    inbox: queue.Queue = queue.Queue()
-    closed = threading.Event()
-
-    def read() -> None:  # the launch's messages: input lines, Ctrl+C, or its end
-        while True:
-            try:
-                message = channel.receive()
-            except (OSError, ValueError):
-                message = None
-            if message is None:
-                closed.set()
-                inbox.put({"line": ""})
-            if message is None or "interrupt" in message:
-                if running.is_set():
-                    _thread.interrupt_main(signal.SIGINT)
-                if message is None:
-                    return
-            else:
-                inbox.put(message)
-
-    channel.send({"hello": os.getpid()})
-    threading.Thread(target=read, daemon=True).start()
-    streams = sys.stdin, sys.stdout, sys.stderr
-    home = os.getcwd()
-    sys.stdin = _Input(channel, inbox, closed, request["tty"][0])
-    sys.stdout = _Output(channel, "out", closed, request["tty"][1])
-    sys.stderr = _Output(channel, "err", closed, False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root.handlers = [handler]
-    root.setLevel(logging.DEBUG if request["verbose"] else logging.INFO)
-    code = 0
-    try:
-        os.chdir(request["cwd"])
-        running.set()
-        cli.call(lambda c: cli.load(command.function)(c), cfg, request["prog"])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:  # after the command's own handling
-        code = 130
-    except Exception:  # a crash: its traceback goes where the script would have shown it
-        sys.stderr.write(traceback.format_exc())
-        code = 1
-    finally:
-        running.clear()
-        os.chdir(home)
-        sys.stdin, sys.stdout, sys.stderr = streams
-        root.handlers, root.level = handlers, level
-    if not closed.is_set():
-        try:
-            channel.send({"exit": code})
-        except OSError:
-            pass
-    channel.close()
-    return float(request.get("minutes") or 1.0)
-
-
-class _Output:
-    """A text stream whose writes go to the launch (dropped once it is gone)."""
-
-    def __init__(self, channel: _Channel, kind: str, closed: threading.Event, tty: bool):
-        self.channel, self.kind, self.closed, self.tty = channel, kind, closed, tty
-        self.encoding, self.errors = "utf-8", "strict"
-
-    def write(self, text: str) -> int:
-        if text and not self.closed.is_set():
-            try:
-                self.channel.send({self.kind: text})
-            except OSError:
-                self.closed.set()
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return self.tty
-
-    def writable(self) -> bool:
-        return True
-
-
-class _Input:
-    """The launch's standard input: each line asked for when read."""
-
-    def __init__(self, channel: _Channel, inbox: queue.Queue, closed: threading.Event, tty: bool):
-        self.channel, self.inbox, self.closed, self.tty = channel, inbox, closed, tty
-        self.encoding, self.errors = "utf-8", "strict"
-
-    def readline(self, size: int = -1) -> str:
-        if self.closed.is_set():
-            return ""
-        self.channel.send({"input": True})
-        while True:  # polled, so that Ctrl+C (interrupt_main) is seen while waiting
-            try:
-                return self.inbox.get(timeout=0.1).get("line", "")
-            except queue.Empty:
-                continue
-
-    def isatty(self) -> bool:
-        return self.tty
-
-    def readable(self) -> bool:
-        return True
-
-
-if __name__ == "__main__":  # `python -m gpt2easy.warm SOCKET`, as `_start` runs it
-    from gpt2easy import warm  # this package's module, whose INSIDE the commands read
-
-    warm.serve(Path(sys.argv[1]))
