@@ -254,7 +254,8 @@ def main(new_tokens: int = 256, prompt_tokens: int = 16, top_k: int = 40, peers:
     with tempfile.TemporaryDirectory() as tmp:
         write_openai_checkpoint(tmp, weights)
         gpt2 = load_model(tmp, hp)
-        from gpt2easy.checkpoint import find_checkpoint, read_weights
+        from gpt2easy.checkpoint import read_weights
+        from gpt2easy.locate import find_checkpoint
 
         weights = read_weights(find_checkpoint(tmp), hp)  # what both tools load: the same file
     prompt = (np.arange(prompt_tokens)[None] * 37 + 11) % hp.n_vocab

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from gpt2easy import checkpoint as ck
+from gpt2easy import locate
 from gpt2easy.errors import UserError
 from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights, weight_shapes
@@ -35,7 +36,7 @@ def test_openai_layout_round_trip(tmp_path, weights):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint", "model.ckpt.data-00000-of-00001", "model.ckpt.index"]
     assert 'model_checkpoint_path: "model.ckpt"' in (tmp_path / "checkpoint").read_text()
-    prefix = ck.find_checkpoint(tmp_path)
+    prefix = locate.find_checkpoint(tmp_path)
     assert prefix == str(tmp_path / "model.ckpt")
     loaded = ck.read_weights(prefix, HP)
     assert loaded.keys() == weights.keys()
@@ -51,7 +52,7 @@ def test_strict_loading_reports_every_problem_at_once(tmp_path, weights):
     broken["optimizer/model/wte/m"] = np.zeros(3, np.float32)  # ignored on purpose
     ck.write_openai_checkpoint(tmp_path, broken)
     with pytest.raises(UserError) as e:
-        ck.read_weights(ck.find_checkpoint(tmp_path), HP)
+        ck.read_weights(locate.find_checkpoint(tmp_path), HP)
     message = str(e.value)
     assert "missing (1): model/h1/ln_2/g" in message
     assert "unexpected (1): model/h9/extra" in message
@@ -63,7 +64,7 @@ def test_checkpoint_for_another_size_is_named(tmp_path, weights):
     ck.write_openai_checkpoint(tmp_path, weights)
     bigger = HParams(n_vocab=64, n_ctx=16, n_embd=16, n_head=2, n_layer=3)
     with pytest.raises(UserError, match=r"checkpoint has n_vocab=64, n_embd=8, n_layer=2"):
-        ck.read_weights(ck.find_checkpoint(tmp_path), bigger)
+        ck.read_weights(locate.find_checkpoint(tmp_path), bigger)
 
 
 def test_run_checkpoints_keep_newest_and_state_file_is_relative(tmp_path, weights):
@@ -105,7 +106,7 @@ def test_half_written_checkpoint_is_invisible(tmp_path, weights):
     ck.write_checkpoint(run, 1, weights)
     (run / "model-2.data-00000-of-00001").write_bytes(b"partial")
     (run / ".tmp-model-2-deadbeef.index").write_bytes(b"partial")
-    assert ck.find_checkpoint(run) == str(run / "model-1")
+    assert locate.find_checkpoint(run) == str(run / "model-1")
     ck.write_checkpoint(run, 3, weights)
     assert not list(run.glob(".tmp-*"))
 
@@ -120,7 +121,7 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, weights, monkeypatch)
     monkeypatch.setattr(tf.raw_ops, "SaveV2", broken_save)
     with pytest.raises(UserError, match="No space left on device.*previous checkpoint is intact"):
         ck.write_checkpoint(run, 2, weights)
-    assert ck.find_checkpoint(run) == str(run / "model-1")
+    assert locate.find_checkpoint(run) == str(run / "model-1")
     assert sorted(p.name for p in run.iterdir()) == [
         "checkpoint", "model-1.data-00000-of-00001", "model-1.index"]
 
@@ -128,12 +129,12 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, weights, monkeypatch)
 def test_prefix_and_file_arguments(tmp_path, weights):
     ck.write_checkpoint(tmp_path, 5, weights)
     for given in ("model-5", "model-5.index", "model-5.data-00000-of-00001"):
-        assert ck.find_checkpoint(tmp_path / given) == str(tmp_path / "model-5")
+        assert locate.find_checkpoint(tmp_path / given) == str(tmp_path / "model-5")
     for bad in (tmp_path / "model-6", tmp_path / "nowhere"):
         with pytest.raises(UserError, match="not a checkpoint"):
-            ck.find_checkpoint(bad)
+            locate.find_checkpoint(bad)
     with pytest.raises(UserError, match="no checkpoint found"):
-        ck.find_checkpoint(tmp_path / "..")
+        locate.find_checkpoint(tmp_path / "..")
 
 
 def test_classic_tf1_graph_restores_our_checkpoint(tmp_path, weights):
@@ -183,13 +184,13 @@ def test_training_checkpoint_holds_only_weights_and_keeps_its_state_beside(tmp_p
     assert sorted(listed) == sorted(weights)
     assert all(listed[k] == list(v.shape) for k, v in weights.items())
     assert tf.train.latest_checkpoint(str(run)) == prefix
-    assert ck.candidates(run) == [prefix]  # the siblings are not checkpoints of their own
+    assert locate.candidates(run) == [prefix]  # the siblings are not checkpoints of their own
     _tf1_restore_every_variable(prefix, weights)
     state = ck.read_tensors(prefix)  # weights and both siblings
     assert int(state["train/step"]) == 10 and state["optimizer/model/wte/m"].shape == (64, 8)
     assert {n[len(prefix):] for n in map(str, run.iterdir()) if n.startswith(prefix)} == {
-        ".index", ck.DATA_SUFFIX, ".train.index", f".train{ck.DATA_SUFFIX}",
-        ".optimizer.index", f".optimizer{ck.DATA_SUFFIX}"}
+        ".index", locate.DATA_SUFFIX, ".train.index", f".train{locate.DATA_SUFFIX}",
+        ".optimizer.index", f".optimizer{locate.DATA_SUFFIX}"}
 
 
 @pytest.mark.parametrize("policy", ck.SAVE_OPTIMIZER)

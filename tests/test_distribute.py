@@ -291,7 +291,8 @@ def test_a_signal_on_the_other_worker_ends_the_job_with_the_chiefs_save(tmp_path
     if sig == signal.SIGTERM:  # both stopped after the same step; the other wrote nothing
         other = result(tmp_path, "w1")[1]
         assert other["status"] == "stopped" and other["steps"] == steps and other["written"] == []
-    from gpt2easy.checkpoint import find_checkpoint, read_tensors
+    from gpt2easy.checkpoint import read_tensors
+    from gpt2easy.locate import find_checkpoint
 
     assert find_checkpoint(run) == str(run / f"model-{steps}")
     assert int(read_tensors(find_checkpoint(run), ["train/step"])["train/step"]) == steps

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from gpt2easy import checkpoint as ck
+from gpt2easy import locate
 from gpt2easy.dataset import save_npz
 from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights
@@ -72,7 +73,7 @@ def build_world(base: Path, vocab_dir: Path) -> None:
     (m / "negative" / "hparams.json").write_text(
         '{"n_vocab": 50257, "n_ctx": 32, "n_embd": 16, "n_head": 2, "n_layer": -2}')
     write_model(m / "corrupt", vocab_dir)
-    data = m / "corrupt" / f"model.ckpt{ck.DATA_SUFFIX}"
+    data = m / "corrupt" / f"model.ckpt{locate.DATA_SUFFIX}"
     data.write_bytes(bytes(data.stat().st_size))
     write_model(m / "badvocab", vocab_dir)
     (m / "badvocab" / "encoder.json").write_text("[1, 2, 3")

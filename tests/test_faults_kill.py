@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from gpt2easy import checkpoint as ck
-from gpt2easy import runfolder
+from gpt2easy import locate, runfolder
 from gpt2easy.dataset import save_npz
 from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights
@@ -202,7 +202,7 @@ def phase(run: Run, run_dir: Path) -> str:
         n = int(m.group(1))
         if not (run_dir / f"model-{n}.index").exists():
             return "save: bundle not yet in place"
-        named = f'"model-{n}"' in (run_dir / ck.STATE_FILE).read_text()
+        named = f'"model-{n}"' in (run_dir / locate.STATE_FILE).read_text()
         counted = (run_dir / "counter").read_text().strip() == str(n)
         return f"save: bundle in place, state file {'written' if named else 'pending'}" + (
             ", counter written" if counted else ", counter pending")
@@ -213,11 +213,11 @@ def phase(run: Run, run_dir: Path) -> str:
 def check_after_stop(work: Path, run_name: str, last_save: int) -> tuple[int, runfolder.Start]:
     """The run folder's newest checkpoint loads completely and is not older than the last save."""
     run_dir = work / "checkpoint" / run_name
-    if not ck.candidates(run_dir):
+    if not locate.candidates(run_dir):
         assert last_save < 0, f"model-{last_save} was reported saved but no checkpoint loads"
         return -1, runfolder.Start(None)
     start = runfolder.find_start("latest", run_dir, None, HP)
-    assert start.prefix == ck.candidates(run_dir)[0], "the newest checkpoint did not load"
+    assert start.prefix == locate.candidates(run_dir)[0], "the newest checkpoint did not load"
     assert start.step >= last_save, f"step went back from {last_save} to {start.step}"
     assert int(start.extra["train/step"]) == start.step
     assert runfolder.state_text(start.extra, "train/sampler")

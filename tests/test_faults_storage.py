@@ -25,13 +25,13 @@ import pytest
 import tensorflow as tf
 
 from gpt2easy import checkpoint as ck
-from gpt2easy import files, runfolder
+from gpt2easy import files, locate, runfolder
 from gpt2easy.errors import UserError
 from gpt2easy.hparams import HParams
 from gpt2easy.model import initial_weights
 
 HP = HParams(n_vocab=64, n_ctx=16, n_embd=8, n_head=2, n_layer=2)
-DATA = ck.DATA_SUFFIX
+DATA = locate.DATA_SUFFIX
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -137,7 +137,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, fault)
     main = {n for n in leftovers if not n.startswith(("model-6.train.", "model-6.optimizer."))}
     assert main in (set(), {f"model-6{DATA}"}, {"model-6.index", f"model-6{DATA}"})
     if main != {"model-6.index", f"model-6{DATA}"}:
-        assert ck.candidates(folder) == [str(folder / "model-3")]
+        assert locate.candidates(folder) == [str(folder / "model-3")]
         assert runfolder.find_start("latest", folder, None, HP).prefix == str(folder / "model-3")
     for name in leftovers:
         (folder / name).unlink()
@@ -317,9 +317,9 @@ def test_damaged_state_file_falls_back_to_the_newest_step(tmp_path, state):
     text = {"garbage": "model_checkpoint_path: ???\n", "empty": "",
             "names a missing checkpoint": 'model_checkpoint_path: "model-99"\n'}
     if state == "binary":
-        (folder / ck.STATE_FILE).write_bytes(b"\xff\xfe\x00garbage")
+        (folder / locate.STATE_FILE).write_bytes(b"\xff\xfe\x00garbage")
     else:
-        (folder / ck.STATE_FILE).write_text(text[state])
+        (folder / locate.STATE_FILE).write_text(text[state])
     assert ck.load_weights(folder, HP)[0] == str(folder / "model-6")
 
 
@@ -362,7 +362,7 @@ def test_train_py_on_a_full_disk_exits_with_one_clear_line(tmp_path, make_model)
         last = proc.stderr.strip().splitlines()[-1]
         assert re.match(r"train\.py: error: cannot write .*(No space left|space)", last), last
         run_dir = disk / "run1"
-        newest = ck.candidates(run_dir)[0]
+        newest = locate.candidates(run_dir)[0]
         assert "saved " in proc.stderr and os.path.basename(newest) in proc.stderr
         hp_loaded = HParams.from_json(run_dir / "hparams.json")
         assert ck.load_weights(run_dir, hp_loaded)[0] == newest

@@ -17,7 +17,7 @@ import transformers
 from test_encoder import EXAMPLES
 
 from gpt2easy import checkpoint as ck
-from gpt2easy import hf, hf_vocab
+from gpt2easy import hf, hf_vocab, locate
 from gpt2easy.commands import ExportConfig
 from gpt2easy.encoder import get_encoder
 from gpt2easy.errors import UserError
@@ -170,7 +170,7 @@ def saved_by_transformers(request, exported, tmp_path_factory):
 
 def test_transformers_folder_gives_its_logits_and_greedy_text_here(saved_by_transformers, fast):
     folder, m = saved_by_transformers
-    hp, vocab_folder, prefix = ck.open_model(checkpoint=str(folder))
+    hp, vocab_folder, prefix = locate.open_model(checkpoint=str(folder))
     assert hp == HParams(n_vocab=50257, n_ctx=48, n_embd=24, n_head=4, n_layer=m.config.n_layer)
     assert prefix == str(folder / "model.safetensors")
     weights = ck.load_weights(folder, hp)[1]
@@ -190,14 +190,14 @@ def test_transformers_folder_works_as_a_model_name(saved_by_transformers, tmp_pa
     folder, _ = saved_by_transformers
     models = tmp_path / "models"
     shutil.copytree(folder, models / "distil")
-    hp, vocab_folder, prefix = ck.open_model(str(models), "distil")
+    hp, vocab_folder, prefix = locate.open_model(str(models), "distil")
     assert prefix == str(models / "distil" / "model.safetensors")
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     encoder = get_encoder(vocab_folder)
     for text in BATTERY:
         assert encoder.encode(text) == tokenizer(text)["input_ids"] == fast.encode(text), text
     # A folder given by its path, as --model_name.
-    assert ck.open_model("unused", str(models / "distil"))[2] == prefix
+    assert locate.open_model("unused", str(models / "distil"))[2] == prefix
 
 
 def test_tokenizer_json_holds_openais_vocabulary(saved_by_transformers, vocab_dir):
@@ -315,7 +315,7 @@ def test_config_of_another_architecture(exported, tmp_path, change):
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(UserError, match="config.json") as e:
-        ck.open_model(checkpoint=str(folder))
+        locate.open_model(checkpoint=str(folder))
     assert "GPT-2" in one_line(e)
 
 
@@ -341,7 +341,7 @@ def test_pytorch_bin_only_says_what_to_do(exported, tmp_path):
     folder = copy_of(exported, tmp_path)
     (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
     with pytest.raises(UserError, match="save_pretrained") as e:
-        ck.open_model(checkpoint=str(folder))
+        locate.open_model(checkpoint=str(folder))
     one_line(e)
     from gpt2easy import runfolder
 

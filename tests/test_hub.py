@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from gpt2easy import checkpoint as ck
-from gpt2easy import download, hub
+from gpt2easy import download, hub, locate
 from gpt2easy.errors import UserError
 from gpt2easy.hf import hparams_from_config
 from gpt2easy.hparams import HParams
@@ -153,7 +153,7 @@ def fetch(tmp_path: Path, *args, **kwargs):
 
 def assert_model(folder: Path, repo_files: dict[str, bytes]):
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == repo_files
-    hp, _, prefix = ck.open_model(str(folder.parent), folder.name)
+    hp, _, prefix = locate.open_model(str(folder.parent), folder.name)
     assert hp == HP and prefix == str(folder / "model.safetensors")
     weights = ck.load_weights(prefix, hp)[1]
     np.testing.assert_allclose(weights["model/wte"], initial_weights(HP, seed=1)["model/wte"] + 0.5)
@@ -212,7 +212,7 @@ def test_auto_falls_back_to_the_hub_when_openai_is_unreachable(tmp_path, fake, r
     fetch(tmp_path, "124M")
     assert "trying the hub's openai-community/gpt2" in caplog.text
     assert hparams_from_config(tmp_path / "models" / "124M" / "config.json") == HP
-    assert ck.open_model(str(tmp_path / "models"), "124M")[2].endswith("model.safetensors")
+    assert locate.open_model(str(tmp_path / "models"), "124M")[2].endswith("model.safetensors")
 
 
 @pytest.mark.parametrize("case", ["unreachable", "no such repo", "private", "no safetensors",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from gpt2easy import checkpoint as ck
+from gpt2easy import locate
 from gpt2easy.best import Best
 from gpt2easy.checkpoint import read_tensors
 from gpt2easy.dataset import save_npz
@@ -43,7 +44,7 @@ def test_max_checkpoints_spares_the_protected_one(tmp_path):
         ck.write_checkpoint(tmp_path, step, tensors, max_to_keep=2, protect=("model-2",))
     names = sorted(p.name[:-6] for p in tmp_path.glob("*.index"))
     assert names == ["model-2", "model-4", "model-5"]
-    assert ck.candidates(tmp_path)[0].endswith("model-5")  # still the newest in the state file
+    assert locate.candidates(tmp_path)[0].endswith("model-5")  # still the newest in the state file
     ck.write_checkpoint(tmp_path, 6, tensors, max_to_keep=2)  # no longer protected: goes
     assert sorted(p.name[:-6] for p in tmp_path.glob("*.index")) == ["model-5", "model-6"]
 
@@ -86,7 +87,7 @@ def test_keep_best_keeps_the_minimum_and_early_stopping_stops(tiny, caplog):
     kept = sorted(int(p.name[6:-6]) for p in run.glob("model-*.index") if p.name[6:-6].isdigit())
     assert kept == [best_step, s["step"]]  # --max_checkpoints 1 plus the best
     # `best` as a checkpoint reference: the sampling/evaluate side and --restore_from.
-    hp, _, prefix = ck.open_model("models", "tiny", "run1", "best")
+    hp, _, prefix = locate.open_model("models", "tiny", "run1", "best")
     assert Path(prefix).resolve() == run / f"model-{best_step}"
     from gpt2easy.evaluate import EvaluateConfig, run_evaluate
 
@@ -138,7 +139,7 @@ def test_needs_validation(tiny, kw):
 
 def test_best_needs_a_best_checkpoint(tiny):
     with pytest.raises(UserError, match="has no best checkpoint"):
-        ck.best_checkpoint(tiny)
+        locate.best_checkpoint(tiny)
     train(config(keep_best=False, steps=2))
     with pytest.raises(UserError, match="has no best checkpoint"):
         train(config(restore_from="best"))

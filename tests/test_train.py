@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from gpt2easy import runfolder
-from gpt2easy.checkpoint import load_weights, open_model, read_tensors
+from gpt2easy.checkpoint import load_weights, read_tensors
 from gpt2easy.dataset import save_npz
 from gpt2easy.errors import UserError
 from gpt2easy.hparams import HParams
+from gpt2easy.locate import open_model
 from gpt2easy.model import GPT2, initial_weights, weight_shapes
 from gpt2easy.optim import Optimizer, Schedule
 from gpt2easy.step import StepConfig, TrainStep, add_noise

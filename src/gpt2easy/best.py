@@ -6,7 +6,7 @@ checkpoint (`train/best_loss`, `train/best_step`, `train/bad_validations`,
 `train/last_validation`), so a resumed run decides exactly as an uninterrupted one would: a
 checkpoint saved at step N before N's validation does not hold it, and the resumed run counts it
 again (same weights, same fixed windows, same loss); one saved after it holds it, and the resumed
-run does not count it twice. The run folder's `best.json` (checkpoint.write_best) names the best
+run does not count it twice. The run folder's `best.json` (locate.write_best) names the best
 checkpoint for `--restore_from best` and `--checkpoint best`.
 
 This module imports no TensorFlow.

@@ -1,4 +1,4 @@
-"""Checkpoints in OpenAI's name-based TF format: find, read strictly, write atomically.
+"""Checkpoints in OpenAI's name-based TF format: read strictly, write atomically (finding one: `locate`).
 
 A checkpoint is a TF "V2" bundle (`PREFIX.index` + `PREFIX.data-00000-of-00001`) whose tensors are
 named as in OpenAI's releases (`model/h0/attn/c_attn/w`, ...), plus a `checkpoint` state file in the
@@ -20,7 +20,6 @@ paths relative to its folder, so a run folder can be moved or copied.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,47 +34,27 @@ import tensorflow as tf
 from . import hf
 from .errors import UserError
 from .files import atomic_write_text, fsync_dir
-from .folders import (
-    DEFAULT_MODELS_DIR,
-    HF_TORCH_WEIGHTS,
-    HF_WEIGHTS,
-    is_model_folder,
-    model_dir,
-    torch_only_message,
-    vocab_paths,
-)
 from .hparams import HParams
+from .locate import (
+    DATA_SUFFIX,
+    SIBLINGS,
+    STATE_FILE,
+    candidates,
+    find_checkpoint,
+    is_complete,
+    is_hf,
+    state_paths,
+)
 from .model import GPT2, weight_shapes
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STATE_FILE = "checkpoint"
-BEST_FILE = "best.json"  # names a run's checkpoint with the lowest validation loss (--keep_best)
-BEST = "best"  # the checkpoint reference that means it: --restore_from best, --checkpoint best
-DATA_SUFFIX = ".data-00000-of-00001"
 # Entries a weight reader skips on purpose: our optimizer/loop state, TF1 optimizer slots and counters.
 _NOT_WEIGHTS = re.compile(
     r"^(optimizer|train)/|/(Adam|Adam_1|Momentum)(_\d+)?$|^(global_step|beta[12]_power)"
 )
-_STEP = re.compile(r"-(\d+)$")
-# Sibling bundles of a training checkpoint, by the name prefix of the entries they hold.
-SIBLINGS = {"train/": ".train", "optimizer/": ".optimizer"}
 SAVE_OPTIMIZER = ("newest", "all", "none")
-
-
-def _is_hf(prefix: str | Path) -> bool:
-    return str(prefix).endswith(".safetensors")
-
-
-def _complete(prefix: str | Path) -> bool:
-    if _is_hf(prefix):
-        return Path(prefix).is_file()
-    return Path(f"{prefix}.index").is_file() and Path(f"{prefix}{DATA_SUFFIX}").is_file()
-
-
-def _is_sibling(prefix: str | Path) -> bool:
-    return str(prefix).endswith(tuple(SIBLINGS.values()))
 
 
 def _bundle_files(prefix: str | Path) -> list[Path]:
@@ -84,66 +63,13 @@ def _bundle_files(prefix: str | Path) -> list[Path]:
             for s in (".index", DATA_SUFFIX, ".meta")]
 
 
-def _state_paths(folder: Path) -> list[str]:
-    """Prefixes named in a folder's `checkpoint` state file, newest first, as paths in `folder`."""
-    try:
-        text = (folder / STATE_FILE).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    latest = re.findall(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
-    every = re.findall(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', text, re.M)
-    # Classic TF1 savers store paths as given (often relative to the working directory): the file
-    # name alone, looked up in this folder, is what survives moving the folder.
-    names = [os.path.basename(p) for p in latest + every[::-1]]
-    return [str(folder / n) for n in dict.fromkeys(names)]
-
-
-def candidates(folder: str | Path) -> list[str]:
-    """Complete checkpoints in `folder`, best first: the state file's choice, then by step."""
-    folder = Path(folder)
-    listed = _state_paths(folder)
-    found = [str(p)[: -len(".index")] for p in folder.glob("*.index")
-             if not p.name.startswith(".") and not _is_sibling(p.name[: -len(".index")])]
-
-    def step(prefix: str) -> int:
-        m = _STEP.search(prefix)
-        return int(m.group(1)) if m else -1
-
-    ordered = listed + sorted((p for p in found if p not in listed), key=step, reverse=True)
-    complete = [p for p in ordered if _complete(p) and not _is_sibling(p)]
-    if not complete and (folder / HF_WEIGHTS).is_file():
-        complete = [str(folder / HF_WEIGHTS)]  # a Hugging Face folder
-    return complete
-
-
-def find_checkpoint(path: str | Path) -> str:
-    """The checkpoint prefix that `path` means: a folder's newest complete one, or `path` itself."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        found = candidates(path)
-        if not found and (path / HF_TORCH_WEIGHTS).is_file():
-            raise UserError(torch_only_message(path))
-        if not found:
-            raise UserError(f"{path}: no checkpoint found (expected a `checkpoint` file and "
-                            f"model files such as model-1000.index)")
-        return found[0]
-    if _complete(path):
-        return str(path)
-    if path.suffix == ".index" or path.name.endswith(DATA_SUFFIX):
-        stem = str(path)[: -len(".index")] if path.suffix == ".index" else str(path)[: -len(DATA_SUFFIX)]
-        if _complete(stem):
-            return stem
-    raise UserError(f"{path}: not a checkpoint (give a folder with a `checkpoint` file, or a prefix "
-                    f"such as checkpoint/run1/model-1000 whose .index and .data files exist)")
-
-
 def _bundles(prefix: str) -> list[str]:
-    return [prefix, *(f"{prefix}{s}" for s in SIBLINGS.values() if _complete(f"{prefix}{s}"))]
+    return [prefix, *(f"{prefix}{s}" for s in SIBLINGS.values() if is_complete(f"{prefix}{s}"))]
 
 
 def read_tensors(prefix: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Raw tensors of a checkpoint and its siblings by name (all of them when `names` is None)."""
-    if _is_hf(prefix):
+    if is_hf(prefix):
         return hf.read_tensors(prefix, names)
     out: dict[str, np.ndarray] = {}
     for bundle in _bundles(prefix)[1:]:
@@ -180,7 +106,7 @@ def _restore_bundle(prefix: str, names: list[str] | None) -> dict[str, tf.Tensor
 
 def list_tensors(prefix: str, siblings: bool = True) -> dict[str, list[int]]:
     """Names and shapes of a checkpoint's tensors (with its siblings' unless `siblings` is False)."""
-    if _is_hf(prefix):
+    if is_hf(prefix):
         return hf.list_tensors(prefix)
     shapes: dict[str, list[int]] = {}
     for bundle in _bundles(prefix)[::-1] if siblings else [prefix]:
@@ -227,7 +153,7 @@ def weight_tensors(prefix: str, hp: HParams) -> dict[str, tf.Tensor | np.ndarray
                         f"n_embd={hp.n_embd}, n_layer={hp.n_layer}; checkpoint has "
                         f"{_describe(shapes)}): {'; '.join(parts)}")
     names = list(expected)
-    if _is_hf(prefix):
+    if is_hf(prefix):
         return {k: v.astype(np.float32, copy=False) for k, v in hf.read_tensors(prefix, names).items()}
     return {k: tf.cast(v, tf.float32) for k, v in _restore_bundle(prefix, names).items()}
 
@@ -317,10 +243,10 @@ def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: 
     for suffix in SIBLINGS.values():  # siblings of a save that was killed before its commit
         for index in folder.glob(f"*{suffix}.index"):
             owner = str(index)[: -len(f"{suffix}.index")]
-            if not _complete(owner):
+            if not is_complete(owner):
                 for path in _bundle_files(owner)[3:]:
                     path.unlink(missing_ok=True)
-    if _complete(folder / name):  # overwritten: uncommit it first, so no old/new mix ever loads
+    if is_complete(folder / name):  # overwritten: uncommit it first, so no old/new mix ever loads
         for path in _bundle_files(folder / name):
             path.unlink(missing_ok=True)
     parts: dict[str, dict] = {suffix: {} for suffix in ("", *SIBLINGS.values())}
@@ -332,11 +258,11 @@ def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: 
                 _write_bundle(folder / f"{name}{suffix}", part, commit=folder / name)
         _write_bundle(folder / name, parts[""])
     except BaseException:  # not committed: its siblings are of no use
-        if not _complete(folder / name):
+        if not is_complete(folder / name):
             for path in _bundle_files(folder / name)[3:]:
                 path.unlink(missing_ok=True)
         raise
-    kept = [Path(p).name for p in _state_paths(folder)[::-1] if Path(p).name != name and _complete(p)]
+    kept = [Path(p).name for p in state_paths(folder)[::-1] if Path(p).name != name and is_complete(p)]
     kept.append(name)
     dropped = [n for n in kept[: -max_to_keep] if n not in protect] if max_to_keep else []
     kept = [n for n in kept if n not in dropped]
@@ -354,70 +280,3 @@ def write_checkpoint(folder: str | Path, step: int, tensors: dict, max_to_keep: 
 def write_openai_checkpoint(folder: str | Path, weights: dict) -> str:
     """Write weights in exactly OpenAI's layout: `checkpoint`, `model.ckpt.{index,data-*}`."""
     return write_checkpoint(folder, 0, weights, max_to_keep=1, name="model.ckpt")
-
-
-def open_model(models_dir: str = DEFAULT_MODELS_DIR, model_name: str = "124M",
-               run_name: str | None = None, checkpoint: str | None = None,
-               checkpoint_dir: str = "checkpoint") -> tuple[HParams, Path, str]:
-    """Decide which model to sample from: (hparams, folder with the vocabulary, checkpoint prefix).
-
-    `checkpoint` (a folder or a prefix) wins, then `run_name` (the run folder checkpoint/RUN, which
-    training makes a complete model folder), then `models_dir/model_name`. hparams.json and the
-    vocabulary come from the checkpoint's own folder when it has them, else from the model folder.
-    """
-    if checkpoint == BEST:
-        if run_name is None:
-            raise UserError("--checkpoint best needs --run_name RUN (the run whose best checkpoint "
-                            "to use)")
-        run_dir = Path(checkpoint_dir).expanduser() / str(run_name)
-        if not run_dir.is_dir():
-            raise UserError(f"run {run_name!r} not found: {run_dir} does not exist")
-        checkpoint = best_checkpoint(run_dir)
-    if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        own = path if path.is_dir() else path.parent
-    elif run_name is not None:
-        own = Path(checkpoint_dir).expanduser() / str(run_name)
-        if not own.is_dir():
-            raise UserError(f"run {run_name!r} not found: {own} does not exist "
-                            f"(train one with: python train.py --run_name {run_name} ...)")
-        path = own
-    else:
-        own = path = model_dir(models_dir, model_name)
-    own_or_model = own if is_model_folder(own) else model_dir(models_dir, model_name)
-    hp = hf.read_hparams(own_or_model)
-    vocab_paths(own_or_model)
-    return hp, own_or_model, find_checkpoint(path)
-
-
-def read_best(folder: str | Path) -> dict | None:
-    """The run folder's `best.json` ({"checkpoint": "model-N", "step": N, "val_loss": x}), or None."""
-    try:
-        best = json.loads((Path(folder) / BEST_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{Path(folder) / BEST_FILE} is unreadable ({e}); delete it") from None
-    if not isinstance(best, dict) or not isinstance(best.get("checkpoint"), str):
-        raise UserError(f"{Path(folder) / BEST_FILE} does not name a checkpoint; delete it")
-    return best
-
-
-def write_best(folder: str | Path, name: str, step: int, val_loss: float) -> None:
-    """Name checkpoint `name` the run's best (atomically)."""
-    text = json.dumps({"checkpoint": name, "step": int(step), "val_loss": float(val_loss)})
-    atomic_write_text(Path(folder) / BEST_FILE, text + "\n")
-
-
-def best_checkpoint(run_dir: str | Path) -> str:
-    """The prefix of the best checkpoint of a run folder (`best`), checked to be complete."""
-    run_dir = Path(run_dir)
-    best = read_best(run_dir)
-    if best is None:
-        raise UserError(f"{run_dir} has no best checkpoint ({BEST_FILE}): train it with --keep_best "
-                        f"and --val_every N")
-    prefix = run_dir / os.path.basename(best["checkpoint"])
-    if not _complete(prefix):
-        raise UserError(f"{run_dir}: the best checkpoint {prefix.name} named in {BEST_FILE} is "
-                        f"missing; use --checkpoint {run_dir}/model-N")
-    return str(prefix)

@@ -248,8 +248,9 @@ def main(cfg: EvaluateConfig) -> None:
 
 def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
     """Load the model the flags name and score `cfg.data` (what evaluate.py runs)."""
-    from .checkpoint import load_model, open_model
+    from .checkpoint import load_model
     from .encoder import get_encoder
+    from .locate import open_model
 
     if cfg.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {cfg.batch_size}")

@@ -17,12 +17,13 @@ import uuid
 from pathlib import Path
 
 from . import hf
-from .checkpoint import find_checkpoint, load_weights, write_openai_checkpoint
+from .checkpoint import load_weights, write_openai_checkpoint
 from .commands import ExportConfig
 from .errors import UserError
 from .files import atomic_write_text, fsync_dir
 from .folders import DEFAULT_MODELS_DIR, is_model_folder, model_dir
 from .hf_vocab import vocab_texts
+from .locate import find_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Iterator
 
 from . import sample
 from .api import check_options
-from .checkpoint import load_model, open_model
+from .checkpoint import load_model
 from .encoder import get_encoder
 from .errors import UserError
 from .folders import ModelFlags
 from .generate import Generator
+from .locate import open_model
 from .sample import SamplingFlags, Settings
 from .tokens import ENDOFTEXT_ID
 

@@ -32,10 +32,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .checkpoint import (
-    BEST,
     SAVE_OPTIMIZER,
-    best_checkpoint,
-    candidates,
     list_tensors,
     load_weights,
     newest_readable,
@@ -48,6 +45,7 @@ from .files import atomic_write_bytes, atomic_write_text
 from .folders import HF_TORCH_WEIGHTS, VOCAB_FILES, is_model_folder, model_dir, torch_only_message
 from .hf_vocab import vocab_texts
 from .hparams import HParams
+from .locate import BEST, best_checkpoint, candidates
 
 logger = logging.getLogger(__name__)
 

@@ -205,10 +205,11 @@ class _Row:
 
 
 def load(models_dir: str, model_name: str, run_name, checkpoint, precision: str):
-    """(Generator, encoder, hparams) for the weights the flags name (see checkpoint.open_model)."""
-    from .checkpoint import load_model, open_model
+    """(Generator, encoder, hparams) for the weights the flags name (see locate.open_model)."""
+    from .checkpoint import load_model
     from .encoder import get_encoder
     from .generate import Generator
+    from .locate import open_model
 
     hp, folder, prefix = open_model(models_dir, model_name, run_name, checkpoint)
     key = None if RESIDENT is None else _stamp(prefix, folder, precision)

@@ -68,9 +68,10 @@ class ServeConfig(ModelFlags):
 
 def build_service(cfg: ServeConfig):
     """Load the model and make the `server.Service` (worker thread started, generation compiled)."""
-    from .checkpoint import load_model, open_model
+    from .checkpoint import load_model
     from .encoder import get_encoder
     from .generate import Generator
+    from .locate import open_model
     from .openai_api import Limits
     from .scheduler import BatchingEngine, Scheduler
     from .server import Service

@@ -32,12 +32,12 @@ from tqdm.auto import tqdm
 
 from . import distribute, hf, runfolder
 from .best import Best
-from .checkpoint import read_best, write_best
 from .corpus import list_files
 from .dataset import load_dataset
 from .errors import UserError
 from .folders import model_dir
 from .hparams import HParams
+from .locate import read_best, write_best
 from .machine import resolve_precision, resolve_xla
 from .metrics import MetricsLog
 from .model import GPT2
