@@ -10,6 +10,9 @@ demo/fetch_vocab.py) is made in a temporary folder, with an empty XLA compilatio
 compiled. Measured, each launch a fresh process, one at a time:
 - `interactive_conditional_samples.py` (default flags: `--precision auto`, top_k 0 -> here 40), one
   piped prompt: seconds until the first character of sampled text after the SAMPLE banner;
+- the same on a pseudo-terminal, the prompt typed `--typing` seconds after `Model prompt >>> `
+  appears (the model loads meanwhile, see `gpt2easy.ahead`): seconds to that prompt, and from Enter
+  to the first sampled text;
 - the same with `--keep_warm 1`: launch 1 starts the warm process (see `gpt2easy.warm`), the next
   ones are served by it, a second apart; the processes are ended afterwards;
 - `train.py` on a small `.npz` (batch 1 x 1024, the classic fine-tuning shape): seconds until the
@@ -92,7 +95,43 @@ def sampled(text: str) -> bool:
     return after >= 0 and len(text) > after + 1
 
 
-def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool = True) -> None:
+def typed(argv: list[str], env: dict, cwd: str, pause: float) -> tuple[float, float]:
+    """Run argv on a pseudo-terminal, type PROMPT `pause` seconds after `Model prompt >>> `
+    appears: (seconds from launch to that prompt, seconds from Enter to the first sampled text)."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=follower, stdout=follower,
+                             stderr=follower, close_fds=True)  # fmt: skip
+    os.close(follower)
+    seen = b""
+
+    def read_until(done) -> float:
+        nonlocal seen
+        while not done(seen.decode("utf-8", "replace")):
+            if child.poll() is not None:
+                raise RuntimeError(f"{argv[1]} ended early:\n{seen.decode(errors='replace')[-2000:]}")
+            if select.select([leader], [], [], 0.01)[0]:
+                seen += os.read(leader, 4096)
+        return time.perf_counter()
+
+    try:
+        shown = read_until(lambda text: "Model prompt >>> " in text) - start
+        time.sleep(pause)
+        os.write(leader, (PROMPT + "\n").encode())
+        enter = time.perf_counter()
+        first = read_until(sampled) - enter
+    finally:
+        child.kill()
+        child.wait()
+        os.close(leader)
+    return shown, first
+
+
+def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool = True,
+         typing: float = 8.0) -> None:  # fmt: skip
     """Time `launches` launches of the interactive script and of train.py's first step.
 
     Args:
@@ -101,6 +140,9 @@ def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool 
         sample: time the interactive script's first sampled text.
         warm: also time the interactive script with --keep_warm (launch 1 starts the warm
             process; a second apart, so that it has finished the launch before)
+        typing: also run the interactive script on a terminal, typing the prompt this many seconds
+            after it appears (the model loads meanwhile): time to the prompt, and from Enter to the
+            first sampled text; 0 = skip
     """
     from generate import cpu_name
 
@@ -118,6 +160,11 @@ def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool 
                      for _ in range(launches)]  # fmt: skip
             print("interactive_conditional_samples.py, launch to first sampled text: "
                   + ", ".join(f"{t:.1f} s" for t in times), flush=True)  # fmt: skip
+        if typing:
+            pairs = [typed(script, env, tmp, typing) for _ in range(launches)]
+            print(f"on a terminal, the prompt typed {typing:g} s after it appears: prompt shown after "
+                  + ", ".join(f"{a:.2f} s" for a, _ in pairs) + "; Enter to first sampled text "
+                  + ", ".join(f"{b:.2f} s" for _, b in pairs), flush=True)  # fmt: skip
         if warm:
             times = []
             try:

@@ -148,40 +148,23 @@ def test_interactive_on_a_terminal_shows_the_prompt_line(root, models):
     """On a terminal (a pty here, as stdin, stdout and stderr: Python's input() writes its prompt to
     stderr on a terminal) the classic `Model prompt >>> ` line asks for each prompt; an empty answer
     asks again; end of input (Ctrl+D) exits 0."""
-    import pty
-    import select
-    import time
+    from pty_util import Terminal
 
-    leader, follower = pty.openpty()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(
-        [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir", str(models),
-         "--model_name", "tiny", "--length", "4", "--seed", "1"],
-        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
-    os.close(follower)
-    seen = b""
-
-    def read_until(marker: bytes, count: int = 1) -> None:
-        nonlocal seen
-        deadline = time.time() + 240
-        while seen.count(marker) < count:
-            assert time.time() < deadline and proc.poll() is None, (seen, proc.poll())
-            if select.select([leader], [], [], 1)[0]:
-                seen += os.read(leader, 4096)
-
+    term = Terminal([sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir",
+                     str(models), "--model_name", "tiny", "--length", "4", "--seed", "1"], env)  # fmt: skip
     try:
-        read_until(b"Model prompt >>> ")
-        os.write(leader, b"\n")  # empty: asked again
-        read_until(b"Model prompt >>> ", 2)
-        os.write(leader, b"Hello\n")
-        read_until(b"=" * 80)
-        read_until(b"Model prompt >>> ", 3)
-        os.write(leader, b"\x04")  # Ctrl+D: end of input
-        assert proc.wait(timeout=60) == 0
+        term.read_until(b"Model prompt >>> ")
+        term.type(b"\n")  # empty: asked again
+        term.read_until(b"Model prompt >>> ", 2)
+        term.type(b"Hello\n")
+        term.read_until(b"=" * 80)
+        term.read_until(b"Model prompt >>> ", 3)
+        term.type(b"\x04")  # Ctrl+D: end of input
+        assert term.wait() == 0
     finally:
-        proc.kill()
-        os.close(leader)
-    text = seen.decode().replace("\r\n", "\n")
+        term.close()
+    text = term.text
     assert text.count("Model prompt >>> ") == 3 and "Prompt should not be empty!" in text
     assert "Model prompt >>> Hello\n" + BANNER.format(1) + "\n" in text  # the echo, then the sample
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import UserError
 
-_TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
+TF_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations are on")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +134,26 @@ def call(function: Callable, cfg: Any, prog: str) -> None:
     """`function(cfg)` with the exit codes of the module docstring (also what a `--keep_warm`
     process runs for a launch, see `warm`)."""
     try:
+        _call(function, cfg, prog)
+    except SystemExit as e:
+        _now_if_busy(e.code)
+        raise
+    _now_if_busy(0)
+
+
+def _now_if_busy(code) -> None:
+    """Exit at once, skipping Python's shutdown, while a model still loads in the background
+    (`ahead`: TensorFlow aborts the process if its threads are stopped mid-call)."""
+    from . import ahead
+
+    if ahead.busy():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _call(function: Callable, cfg: Any, prog: str) -> None:
+    try:
         function(resolve_folders(cfg))
     except UserError as e:
         _fail(prog, str(e))
@@ -209,14 +229,14 @@ def _docstring_args(doc: str) -> dict[str, str]:
     return helps
 
 
-def quiet_tensorflow() -> None:
+def quiet_tensorflow(capture: bool = True) -> None:
     """Import TensorFlow without its C++ start-up chatter, with oneDNN kernels on.
 
     oneDNN is off by default on CPUs without AVX-512 (such as AMD Zen 2), yet it makes our training
     step about 1.3x faster there (bench/train.py), so we turn it on unless the user chose. TensorFlow
     then logs two lines at import, before any log level applies: we capture file descriptor 2 during
-    the import and replay every other line. Without TensorFlow installed: a UserError naming the
-    extra to install.
+    the import and replay every other line (`capture=False`: the caller holds file descriptor 2
+    already, see `ahead`). Without TensorFlow installed: a UserError naming the extra to install.
     """
     # Level 3: TensorFlow's C++ errors are also its own chatter here (the XLA cache logs a harmless
     # parse error on every load); real failures still reach Python as exceptions with their message.
@@ -227,29 +247,36 @@ def quiet_tensorflow() -> None:
     from . import compile_cache
 
     compile_cache.enable()
+    try:
+        if capture:
+            _without_chatter(lambda: importlib.import_module("tensorflow"))
+        else:
+            import tensorflow  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "tensorflow":
+            raise
+        raise UserError("TensorFlow is not installed: pip install 'gpt2easy[cpu]' (or 'gpt2easy[gpu]' "
+                        "on a machine with an NVIDIA GPU)") from None
+
+
+def _without_chatter(work: Callable[[], Any]) -> None:
+    """Run `work()` with file descriptor 2 captured, then replay it without TensorFlow's chatter
+    (also when it raised)."""
     import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
-    missing = None
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
-        except ModuleNotFoundError as e:
-            if e.name != "tensorflow":
-                raise
-            missing = e
+            work()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)  # replay what was said, also when the import failed
+            capture.seek(0)
             lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-            sys.stderr.write("".join(x for x in lines if not any(n in x for n in _TF_NOISE)))
+            sys.stderr.write("".join(x for x in lines if not any(n in x for n in TF_NOISE)))
             sys.stderr.flush()
-    if missing is not None:
-        raise UserError("TensorFlow is not installed: pip install 'gpt2easy[cpu]' (or 'gpt2easy[gpu]' "
-                        "on a machine with an NVIDIA GPU)") from None
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -212,14 +212,15 @@ def export(cfg: ExportConfig) -> None:
 PROMPT = "Model prompt >>> "
 
 
-def read_prompt() -> str | None:
-    """The next prompt: `Model prompt >>> ` on a terminal, one line per prompt from a pipe.
-    None at end of input."""
+def read_prompt(err=None) -> str | None:
+    """The next prompt: `Model prompt >>> ` (on `err`, default stderr, where Python's own
+    `input(prompt)` puts it on a terminal) when the input is a terminal, one line per prompt from a
+    pipe. None at end of input."""
     try:
-        if sys.stdin.isatty() and sys.stdout.isatty():
-            return input(PROMPT)
         if sys.stdin.isatty():
-            print(PROMPT, end="", file=sys.stderr, flush=True)
+            print(PROMPT, end="", file=err or sys.stderr, flush=True)
+            if sys.stdout.isatty():
+                return input()
         line = sys.stdin.readline()
         return line.rstrip("\n") if line else None
     except EOFError:
@@ -249,40 +250,72 @@ def _settings(cfg, hp, default_length: int, stops):
 def sample(cfg: SampleConfig) -> None:
     """Ask for a prompt, print NSAMPLES continuations under `==== SAMPLE n ====` banners, repeat.
 
-    With --prompts_file: answer every prompt of the file, in batches of --batch_size, then exit."""
+    With --prompts_file: answer every prompt of the file, in batches of --batch_size, then exit.
+    On a terminal the first prompt is asked at once, the model loading meanwhile (`ahead`)."""
+    from . import warm
     from .bulk import check_bulk_flags
+    from .locate import open_model
 
     check_bulk_flags(cfg.prompts_file, cfg.output, cfg.batch_size)
     stops = _checked(dataclasses.replace(cfg, batch_size=1) if cfg.prompts_file else cfg)
     if _relayed("sample", cfg):
         return
-    cli.quiet_tensorflow()
-    from .sample import fit_prompt, load, stream_samples
-
-    generator, encoder, hp = load(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
-                                  cfg.precision)
+    opened = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint)
+    hp = opened[0]
     settings = _settings(cfg, hp, hp.n_ctx // 2, stops)
     if cfg.prompts_file is not None:
+        generator, encoder = _loaded(cfg, opened)
         from .bulk import run_prompts_file
 
         run_prompts_file(generator, encoder, cfg.prompts_file, cfg.output, settings, cfg.batch_size,
                          cfg.nsamples, cfg.seed is not None, sys.stdout)  # fmt: skip
         return
-    while True:
-        text = read_prompt()
-        if text is None:
-            if sys.stdin.isatty():
-                print(file=sys.stderr)
-            return
-        if not text.strip():
-            if sys.stdin.isatty():
-                print("Prompt should not be empty!", file=sys.stderr)
-            continue
+    if sys.stdin.isatty() and sys.stdout.isatty() and not warm.INSIDE:
+        from .ahead import Ahead
+
+        with Ahead(lambda: _loaded(cfg, opened, settings), cli.TF_NOISE) as loading:
+            text = _next_prompt(loading.stderr)
+            if text is None:
+                return
+            generator, encoder = loading.result()
+    else:
+        generator, encoder = _loaded(cfg, opened)
+        text = _next_prompt(sys.stderr)
+    from .sample import fit_prompt, stream_samples
+
+    while text is not None:
         ids = fit_prompt(encoder.encode(text), settings.length, hp.n_ctx)
         for b in range(cfg.nsamples // cfg.batch_size):
             stream_samples(generator, encoder, ids, cfg.batch_size, settings, b,
                            b * cfg.batch_size + 1, sys.stdout)  # fmt: skip
         print("=" * 80, flush=True)
+        text = _next_prompt(sys.stderr)
+
+
+def _loaded(cfg, opened, warm_settings=None):
+    """(generator, encoder) for the model `opened` names; with `warm_settings`, in the background
+    while the first prompt is typed (`ahead` holds stderr), also compiled for a short prompt."""
+    cli.quiet_tensorflow(capture=warm_settings is None)
+    from .sample import load_opened, warm_up
+
+    generator, encoder, _ = load_opened(opened, cfg.precision)
+    if warm_settings is not None:
+        warm_up(generator, cfg.batch_size, warm_settings)
+    return generator, encoder
+
+
+def _next_prompt(err) -> str | None:
+    """The next non-empty prompt (asking again after an empty one), None at end of input."""
+    while True:
+        text = read_prompt(err)
+        if text is None:
+            if sys.stdin.isatty():
+                print(file=err)
+            return None
+        if text.strip():
+            return text
+        if sys.stdin.isatty():
+            print("Prompt should not be empty!", file=err)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -206,12 +206,18 @@ class _Row:
 
 def load(models_dir: str, model_name: str, run_name, checkpoint, precision: str):
     """(Generator, encoder, hparams) for the weights the flags name (see locate.open_model)."""
+    from .locate import open_model
+
+    return load_opened(open_model(models_dir, model_name, run_name, checkpoint), precision)
+
+
+def load_opened(opened: tuple, precision: str):
+    """`load` for what `locate.open_model` found: (hparams, vocabulary folder, checkpoint prefix)."""
     from .checkpoint import load_model
     from .encoder import get_encoder
     from .generate import Generator
-    from .locate import open_model
 
-    hp, folder, prefix = open_model(models_dir, model_name, run_name, checkpoint)
+    hp, folder, prefix = opened
     key = None if RESIDENT is None else _stamp(prefix, folder, precision)
     if key is not None and key in RESIDENT:
         logger.debug("weights: %s, loaded already", prefix)
@@ -223,6 +229,19 @@ def load(models_dir: str, model_name: str, run_name, checkpoint, precision: str)
         RESIDENT.clear()
         RESIDENT[key] = loaded
     return loaded
+
+
+def warm_up(generator, batch_size: int, settings: Settings) -> None:
+    """Compile what a short prompt needs with these settings (the prompt pass for up to 16 tokens
+    and the step for its cache length) by generating one token after a 10-token prompt: done while
+    the user types the first prompt (`ahead`). Generation draws its noise by position, so this
+    changes no later text."""
+    import numpy as np
+
+    n = max(1, min(10, generator.hp.n_ctx + 1 - settings.length))
+    steps = generator.generate(np.zeros([batch_size, n], np.int32), settings.length,
+                               settings.controls(0))  # fmt: skip
+    next(steps, None)
 
 
 def _stamp(prefix: str, folder, precision: str) -> tuple:
