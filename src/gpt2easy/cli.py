@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -246,17 +247,20 @@ def quiet_tensorflow(capture: bool = True) -> None:
         return
     from . import compile_cache
 
+    require_tensorflow()
     compile_cache.enable()
-    try:
-        if capture:
-            _without_chatter(lambda: importlib.import_module("tensorflow"))
-        else:
-            import tensorflow  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name != "tensorflow":
-            raise
+    if capture:
+        _without_chatter(lambda: importlib.import_module("tensorflow"))
+    else:
+        import tensorflow  # noqa: F401
+
+
+def require_tensorflow() -> None:
+    """A UserError naming the extra to install when TensorFlow is not installed (checked without
+    importing it)."""
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is None:
         raise UserError("TensorFlow is not installed: pip install 'gpt2easy[cpu]' (or 'gpt2easy[gpu]' "
-                        "on a machine with an NVIDIA GPU)") from None
+                        "on a machine with an NVIDIA GPU)")
 
 
 def _without_chatter(work: Callable[[], Any]) -> None:

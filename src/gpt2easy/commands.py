@@ -261,6 +261,7 @@ def sample(cfg: SampleConfig) -> None:
     if _relayed("sample", cfg):
         return
     opened = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint)
+    cli.require_tensorflow()
     hp = opened[0]
     settings = _settings(cfg, hp, hp.n_ctx // 2, stops)
     if cfg.prompts_file is not None:
