@@ -4,7 +4,7 @@
     python generate_unconditional_samples.py --top_k 40                  # forever, Ctrl+C to stop
     python generate_unconditional_samples.py --nsamples 10 --output samples.txt --run_name run1
 
-Flags: `--help` (gpt2easy.commands.GenerateConfig); installed: `gpt2easy generate`.
+Flags: `--help` (gpt2easy.sample_commands.GenerateConfig); installed: `gpt2easy generate`.
 """
 
 import os

@@ -5,7 +5,7 @@
     python interactive_conditional_samples.py --run_name run1            # newest checkpoint of a run
     echo "Once upon a time" | python interactive_conditional_samples.py --seed 1 --length 50
 
-Flags: `--help` (gpt2easy.commands.SampleConfig); installed: `gpt2easy sample`.
+Flags: `--help` (gpt2easy.sample_commands.SampleConfig); installed: `gpt2easy sample`.
 """
 
 import os

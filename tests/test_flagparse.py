@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from gpt2easy import cli, commands, flagparse
+from gpt2easy import cli, commands, flagparse, sample_commands
 from gpt2easy.errors import UserError
 from gpt2easy.folders import resolve_models_dir
 from gpt2easy.options import MISSING, check_config, options_of
@@ -104,9 +104,9 @@ def test_positionals_and_their_flags():
 
 
 def test_stop_strings_as_fire_read_them():
-    cfg, _ = flagparse.parse(commands.SampleConfig, ["--stop", '["\\n\\n", "THE END"]'], "x")
+    cfg, _ = flagparse.parse(sample_commands.SampleConfig, ["--stop", '["\\n\\n", "THE END"]'], "x")
     assert cfg.stop == ("\n\n", "THE END")
-    cfg, _ = flagparse.parse(commands.SampleConfig, ["--stop=THE END"], "x")
+    cfg, _ = flagparse.parse(sample_commands.SampleConfig, ["--stop=THE END"], "x")
     assert cfg.stop == ("THE END",)
 
 

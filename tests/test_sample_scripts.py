@@ -175,7 +175,7 @@ def test_ctrl_c_while_sampling_interrupts_at_the_next_write():
     import io
     import signal
 
-    from gpt2easy.commands import InterruptAtWrites
+    from gpt2easy.sample_commands import InterruptAtWrites
 
     before = signal.getsignal(signal.SIGINT)
     buffer = io.StringIO()

@@ -54,9 +54,10 @@ register("encode", "gpt2easy.commands:EncodeConfig", "gpt2easy.commands:encode",
          "pre-encode text into a token archive (encode.py)")
 register("train", "gpt2easy.train_config:TrainConfig", "gpt2easy.commands:train",
          "fine-tune GPT-2, or train a small one from scratch (train.py)")
-register("sample", "gpt2easy.commands:SampleConfig", "gpt2easy.commands:sample",
+register("sample", "gpt2easy.sample_commands:SampleConfig", "gpt2easy.sample_commands:sample",
          "continue prompts, interactively or from a pipe (interactive_conditional_samples.py)")
-register("generate", "gpt2easy.commands:GenerateConfig", "gpt2easy.commands:generate",
+register("generate", "gpt2easy.sample_commands:GenerateConfig",
+         "gpt2easy.sample_commands:generate",
          "generate samples from nothing (generate_unconditional_samples.py)")
 register("evaluate", "gpt2easy.commands:EvaluateConfig", "gpt2easy.evaluate:main",
          "loss, perplexity and bits per byte of a model on a corpus (evaluate.py)")
