@@ -14,10 +14,12 @@ class Terminal:
     """Runs `argv` with a pty as stdin, stdout and stderr (Python's input() writes its prompt to
     stderr on a terminal); `seen` collects every byte the command wrote."""
 
-    def __init__(self, argv: list[str], env: dict, cwd=None):
+    def __init__(self, argv: list[str], env: dict, cwd=None, stdout=None):
+        """`stdout`: a file for the command's stdout instead of the terminal."""
         self.leader, follower = pty.openpty()
         self.proc = subprocess.Popen(
-            argv, stdin=follower, stdout=follower, stderr=follower, env=env, cwd=cwd, close_fds=True,
+            argv, stdin=follower, stdout=stdout or follower, stderr=follower, env=env, cwd=cwd,
+            close_fds=True,
             # Python raises KeyboardInterrupt only if SIGINT is at its default when it starts
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -32,15 +33,13 @@ def env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def terminal(root, env, models, *args, name="tiny") -> Terminal:
+def terminal(root, env, models, *args, name="tiny", stdout=None) -> Terminal:
     argv = [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir",
             str(models), "--model_name", name, *FLAGS, *args]  # fmt: skip
-    return Terminal(argv, env)
+    return Terminal(argv, env, stdout=stdout)
 
 
 def test_the_prompt_comes_first_and_the_text_is_the_plain_runs(root, env, tiny_models):  # noqa: F811
-    import subprocess
-
     piped = subprocess.run([sys.executable, str(root / "interactive_conditional_samples.py"),
                             "--models_dir", str(tiny_models), "--model_name", "tiny", *FLAGS],
                            input="Hello there\n", capture_output=True, text=True, env=env,
@@ -62,6 +61,29 @@ def test_the_prompt_comes_first_and_the_text_is_the_plain_runs(root, env, tiny_m
     assert first < text.index(LOADED) < text.index(" SAMPLE 1 "), text  # loaded after the prompt
     assert piped.stdout in text.replace("\n" + PROMPT, "\n")  # the same samples, banners and all
     assert "Traceback" not in text
+
+
+def test_output_to_a_file_while_typing(root, env, tiny_models, tmp_path):  # noqa: F811
+    """`> out.txt` with the prompts typed: the prompt and the load's lines on the terminal, the
+    samples in the file, the load still behind the first prompt."""
+    piped = subprocess.run([sys.executable, str(root / "interactive_conditional_samples.py"),
+                            "--models_dir", str(tiny_models), "--model_name", "tiny", *FLAGS],
+                           input="Hello there\n", capture_output=True, text=True, env=env,
+                           timeout=300)  # fmt: skip
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        term = terminal(root, env, tiny_models, "--verbose", stdout=f)
+        try:
+            term.read_until(PROMPT.encode())
+            assert LOADED not in term.text
+            term.type(b"Hello there\n")
+            term.read_until(PROMPT.encode(), 2)
+            term.type(b"\x04")
+            assert term.wait() == 0
+        finally:
+            term.close()
+    assert out.read_text() == piped.stdout
+    assert term.text.index(PROMPT) < term.text.index(LOADED) and "SAMPLE" not in term.text
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def sample(cfg: SampleConfig) -> None:
         run_prompts_file(generator, encoder, cfg.prompts_file, cfg.output, settings, cfg.batch_size,
                          cfg.nsamples, cfg.seed is not None, sys.stdout)  # fmt: skip
         return
-    if sys.stdin.isatty() and sys.stdout.isatty() and not warm.INSIDE:
+    if sys.stdin.isatty() and not warm.INSIDE:  # typed: stdout may be a file (`> out.txt`)
         from .ahead import Ahead
 
         with Ahead(lambda: _loaded(cfg, opened, settings), cli.TF_NOISE) as loading:
