@@ -39,12 +39,18 @@ def terminal(root, env, models, *args, name="tiny", stdout=None) -> Terminal:
     return Terminal(argv, env, stdout=stdout)
 
 
-def test_the_prompt_comes_first_and_the_text_is_the_plain_runs(root, env, tiny_models):  # noqa: F811
-    piped = subprocess.run([sys.executable, str(root / "interactive_conditional_samples.py"),
-                            "--models_dir", str(tiny_models), "--model_name", "tiny", *FLAGS],
-                           input="Hello there\n", capture_output=True, text=True, env=env,
-                           timeout=300)  # fmt: skip
-    assert piped.returncode == 0, piped.stderr[-2000:]
+@pytest.fixture(scope="module")
+def piped(root, env, tiny_models):  # noqa: F811
+    """The plain run's stdout for the prompt "Hello there" from a pipe."""
+    out = subprocess.run([sys.executable, str(root / "interactive_conditional_samples.py"),
+                          "--models_dir", str(tiny_models), "--model_name", "tiny", *FLAGS],
+                         input="Hello there\n", capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_the_prompt_comes_first_and_the_text_is_the_plain_runs(root, env, tiny_models, piped):  # noqa: F811
     term = terminal(root, env, tiny_models, "--verbose")
     try:
         term.read_until(PROMPT.encode())
@@ -59,17 +65,13 @@ def test_the_prompt_comes_first_and_the_text_is_the_plain_runs(root, env, tiny_m
     text = term.text
     first = text.index(PROMPT)
     assert first < text.index(LOADED) < text.index(" SAMPLE 1 "), text  # loaded after the prompt
-    assert piped.stdout in text.replace("\n" + PROMPT, "\n")  # the same samples, banners and all
+    assert piped in text.replace("\n" + PROMPT, "\n")  # the same samples, banners and all
     assert "Traceback" not in text
 
 
-def test_output_to_a_file_while_typing(root, env, tiny_models, tmp_path):  # noqa: F811
+def test_output_to_a_file_while_typing(root, env, tiny_models, tmp_path, piped):  # noqa: F811
     """`> out.txt` with the prompts typed: the prompt and the load's lines on the terminal, the
     samples in the file, the load still behind the first prompt."""
-    piped = subprocess.run([sys.executable, str(root / "interactive_conditional_samples.py"),
-                            "--models_dir", str(tiny_models), "--model_name", "tiny", *FLAGS],
-                           input="Hello there\n", capture_output=True, text=True, env=env,
-                           timeout=300)  # fmt: skip
     out = tmp_path / "out.txt"
     with open(out, "w") as f:
         term = terminal(root, env, tiny_models, "--verbose", stdout=f)
@@ -82,7 +84,7 @@ def test_output_to_a_file_while_typing(root, env, tiny_models, tmp_path):  # noq
             assert term.wait() == 0
         finally:
             term.close()
-    assert out.read_text() == piped.stdout
+    assert out.read_text() == piped
     assert term.text.index(PROMPT) < term.text.index(LOADED) and "SAMPLE" not in term.text
 
 

@@ -35,22 +35,46 @@ def busy() -> bool:
     return any(t.is_alive() for t in _STARTED)
 
 
+class HeldStderr:
+    """`with HeldStderr(drop):` file descriptor 2 goes to a temporary file, then comes back and
+    what was written meanwhile is replayed without the lines that contain one of `drop`.
+    `terminal` is a duplicate of the real stderr's descriptor while it is held."""
+
+    def __init__(self, drop: tuple[str, ...] = ()):
+        self._drop = drop
+
+    def __enter__(self) -> HeldStderr:
+        sys.stderr.flush()
+        self.terminal = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stderr.flush()
+        os.dup2(self.terminal, 2)
+        os.close(self.terminal)
+        self._file.seek(0)
+        lines = self._file.read().decode("utf-8", "replace").splitlines(keepends=True)
+        self._file.close()
+        sys.stderr.write("".join(x for x in lines if not any(d in x for d in self._drop)))
+        sys.stderr.flush()
+
+
 class Ahead(Generic[T]):
     """`with Ahead(work) as ahead:` runs `work()` in a daemon thread; `ahead.result()` waits for
     its value (or raises its exception). See the module docstring for stderr."""
 
     def __init__(self, work: Callable[[], T], drop: tuple[str, ...] = ()):
-        self._work, self._drop = work, drop
+        self._work = work
+        self._held = HeldStderr(drop)
         self._value: T | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="gpt2easy-ahead", daemon=True)
 
     def __enter__(self) -> Ahead[T]:
-        sys.stderr.flush()
-        self._terminal = os.dup(2)
-        self._held = tempfile.TemporaryFile()
-        os.dup2(self._held.fileno(), 2)
-        self.stderr = os.fdopen(os.dup(self._terminal), "w", buffering=1, encoding="utf-8",
+        self._held.__enter__()
+        self.stderr = os.fdopen(os.dup(self._held.terminal), "w", buffering=1, encoding="utf-8",
                                 errors="replace")  # fmt: skip
         _STARTED.append(self._thread)
         self._thread.start()
@@ -71,12 +95,5 @@ class Ahead(Generic[T]):
 
     def __exit__(self, *exc) -> None:
         """Give stderr back and replay what the work said meanwhile (also when it still runs)."""
-        sys.stderr.flush()
         self.stderr.close()
-        os.dup2(self._terminal, 2)
-        os.close(self._terminal)
-        self._held.seek(0)
-        lines = self._held.read().decode("utf-8", "replace").splitlines(keepends=True)
-        self._held.close()
-        sys.stderr.write("".join(x for x in lines if not any(d in x for d in self._drop)))
-        sys.stderr.flush()
+        self._held.__exit__(*exc)

@@ -15,6 +15,7 @@ This module imports no TensorFlow, so commands that don't need it start fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
@@ -151,7 +152,12 @@ def _now_if_busy(code) -> None:
     if ahead.busy():
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+        os._exit(exit_code(code))
+
+
+def exit_code(code: Any) -> int:
+    """The process exit code of `SystemExit(code)`: None is 0, a message is 1."""
+    return code if isinstance(code, int) else 0 if code is None else 1
 
 
 def _call(function: Callable, cfg: Any, prog: str) -> None:
@@ -250,9 +256,9 @@ def quiet_tensorflow(capture: bool = True) -> None:
 
     require_tensorflow()
     compile_cache.enable()
-    if capture:
-        _without_chatter(lambda: importlib.import_module("tensorflow"))
-    else:
+    from .ahead import HeldStderr
+
+    with HeldStderr(TF_NOISE) if capture else contextlib.nullcontext():
         import tensorflow  # noqa: F401
 
 
@@ -262,26 +268,6 @@ def require_tensorflow() -> None:
     if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is None:
         raise UserError("TensorFlow is not installed: pip install 'gpt2easy[cpu]' (or 'gpt2easy[gpu]' "
                         "on a machine with an NVIDIA GPU)")
-
-
-def _without_chatter(work: Callable[[], Any]) -> None:
-    """Run `work()` with file descriptor 2 captured, then replay it without TensorFlow's chatter
-    (also when it raised)."""
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            work()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-            sys.stderr.write("".join(x for x in lines if not any(n in x for n in TF_NOISE)))
-            sys.stderr.flush()
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -152,7 +152,7 @@ def _session(conn: socket.socket, running: threading.Event) -> float:
         running.set()
         cli.call(lambda c: cli.load(command.function)(c), cfg, request["prog"])
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        code = cli.exit_code(e.code)
     except KeyboardInterrupt:  # after the command's own handling
         code = 130
     except Exception:  # a crash: its traceback goes where the script would have shown it
