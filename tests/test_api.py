@@ -161,7 +161,16 @@ def at_step():
     logger.setLevel(level)
 
 
-def test_sigint_during_finetune_saves_and_restores_the_handler(tiny, at_step):
+@pytest.fixture
+def python_ctrl_c():
+    """Ctrl+C as an interactive Python has it (KeyboardInterrupt), whatever this process was started
+    with (a background job of a non-interactive shell starts with SIGINT ignored)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_sigint_during_finetune_saves_and_restores_the_handler(tiny, at_step, python_ctrl_c):
     before = signal.getsignal(signal.SIGINT)
     at_step(2, lambda: signal.raise_signal(signal.SIGINT))  # Ctrl+C while update 2 is logged
     result = gpt2easy.finetune("corpus.npz", run_name="stopped", **TRAIN)  # no steps: until Ctrl+C
