@@ -116,14 +116,17 @@ def encode(cfg: EncodeConfig) -> None:
 
 def train(cfg: TrainConfig) -> None:
     """Train on DATASET and save checkpoints to CHECKPOINT_DIR/RUN_NAME."""
+    from .train_inputs import read_inputs
+
     cfg.check_flags()  # before TensorFlow's import: a bad flag costs a second, not a training
+    inputs = read_inputs(cfg)  # the model folder and the data too
     cli.quiet_tensorflow()
     from .trainer import train as run_training
 
     def show(text: str) -> None:
         print(text, flush=True)
 
-    s = run_training(cfg, on_sample=show)
+    s = run_training(cfg, on_sample=show, inputs=inputs)
     print(f"trained {s['steps']} steps (now at step {s['step']}), final loss {s['loss']:.4f}: "
           f"checkpoint {s['checkpoint']}, samples in {s['samples']}/, seed {s['seed']}",
           file=sys.stderr)
@@ -164,9 +167,8 @@ class ExportConfig:
 
 def export(cfg: ExportConfig) -> None:
     """Write SOURCE's weights, hparams and vocabulary into the new folder OUT (hf or openai format)."""
-    cli.quiet_tensorflow()
     from .exporter import run_export
 
-    result = run_export(cfg)
+    result = run_export(cfg, before_tensorflow=cli.quiet_tensorflow)
     print(f"exported {result['checkpoint']} to {result['out']} ({result['format']}: "
           f"{', '.join(result['files'])})", file=sys.stderr)

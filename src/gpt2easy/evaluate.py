@@ -239,16 +239,16 @@ def main(cfg: EvaluateConfig) -> None:
 
     from .cli import quiet_tensorflow
 
-    quiet_tensorflow()
-    result = run_evaluate(cfg)
+    result = run_evaluate(cfg, before_tensorflow=quiet_tensorflow)
     print(f"{cfg.data}: {result.summary()} ({result.checkpoint})", file=sys.stderr)
     if cfg.json:
         print(json.dumps(result.to_dict()), flush=True)
 
 
-def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
-    """Load the model the flags name and score `cfg.data` (what evaluate.py runs)."""
-    from .checkpoint import load_model
+def run_evaluate(cfg: EvaluateConfig, progress: bool = True, before_tensorflow=None) -> Score:
+    """Load the model the flags name and score `cfg.data` (what evaluate.py runs). The flags, the
+    model folder and the data are checked first; `before_tensorflow()` is called after that, before
+    TensorFlow is imported (the command line quiets its start-up there)."""
     from .encoder import get_encoder
     from .locate import open_model
 
@@ -263,6 +263,10 @@ def run_evaluate(cfg: EvaluateConfig, progress: bool = True) -> Score:
     if cfg.stride > hp.n_ctx:
         raise UserError(f"--stride must be at most the model's context {hp.n_ctx}, got {cfg.stride}")
     ids = load_stream(cfg.data, folder, hp.n_vocab, cfg.combine, cfg.encoding)
+    if before_tensorflow is not None:
+        before_tensorflow()
+    from .checkpoint import load_model
+
     gpt = load_model(prefix, hp)
     logger.debug("scoring %d tokens of %s with %s", len(ids) - 1, cfg.data, prefix)
     result = score(gpt, ids, stride=cfg.stride, batch_size=cfg.batch_size, precision=cfg.precision,

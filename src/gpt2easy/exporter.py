@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 from . import hf
-from .checkpoint import load_weights, write_openai_checkpoint
 from .commands import ExportConfig
 from .errors import UserError
 from .files import atomic_write_text, fsync_dir
@@ -44,8 +43,9 @@ def resolve_source(source: str, models_dir: str = DEFAULT_MODELS_DIR) -> tuple[P
     return folder, (str(path) if path.is_dir() else find_checkpoint(path))
 
 
-def run_export(cfg: ExportConfig) -> dict:
-    """Write the export; returns {"out", "format", "checkpoint", "files"}."""
+def run_export(cfg: ExportConfig, before_tensorflow=None) -> dict:
+    """Write the export; returns {"out", "format", "checkpoint", "files"}. The flags and the source
+    are checked first; `before_tensorflow()` is called after that, before TensorFlow is imported."""
     if cfg.format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     if cfg.dtype not in hf.DTYPES:
@@ -58,6 +58,10 @@ def run_export(cfg: ExportConfig) -> dict:
     folder, path = resolve_source(cfg.source, cfg.models_dir)
     hp = hf.read_hparams(folder)
     vocab = vocab_texts(folder)
+    if before_tensorflow is not None:
+        before_tensorflow()
+    from .checkpoint import load_weights, write_openai_checkpoint
+
     prefix, weights = load_weights(path, hp)
     logger.info("exporting %s (%d layers, n_embd %d) as %s", prefix, hp.n_layer, hp.n_embd, cfg.format)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -42,7 +42,7 @@ from .checkpoint import (
 )
 from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text
-from .folders import HF_TORCH_WEIGHTS, VOCAB_FILES, is_model_folder, model_dir, torch_only_message
+from .folders import HF_TORCH_WEIGHTS, VOCAB_FILES, torch_only_message
 from .hf_vocab import vocab_texts
 from .hparams import HParams
 from .locate import BEST, best_checkpoint, candidates
@@ -78,27 +78,6 @@ class RunLock:
     def release(self) -> None:
         if self._lock.is_locked:
             self._lock.release(force=True)
-
-
-def source_folder(run_dir: Path, restore_from: str, models_dir: str, model_name: str) -> Path:
-    """The folder whose hparams.json and vocabulary the run uses.
-
-    The run's own copies when continuing it (so a run trains on after the base model is deleted),
-    the folder of a restore PATH when it has them, else the base model folder.
-    """
-    def complete(folder: Path) -> bool:
-        return all((folder / f).is_file() for f in ("hparams.json", *VOCAB_FILES))
-
-    if restore_from == "latest" and complete(run_dir) and candidates(run_dir):
-        return run_dir
-    if restore_from == BEST:
-        return run_dir if complete(run_dir) else model_dir(models_dir, model_name)
-    if restore_from not in ("latest", "fresh"):
-        path = Path(restore_from).expanduser()
-        own = path if path.is_dir() else path.parent
-        if complete(own) or is_model_folder(own):  # ours, or a Hugging Face folder
-            return own
-    return model_dir(models_dir, model_name)
 
 
 def copy_model_files(src: Path, run_dir: Path, hp: HParams) -> None:

@@ -222,14 +222,17 @@ def generate(cfg: GenerateConfig) -> None:
     stops = _checked(cfg, forever_ok=True)
     if _relayed("generate", cfg):
         return
+    from .locate import open_model
+
+    opened = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint)
+    settings = _settings(cfg, opened[0], opened[0].n_ctx, stops)  # before TensorFlow's import
+    cli.require_tensorflow()
     cli.quiet_tensorflow()
     from .files import atomic_write_text
-    from .sample import banner, load, stream_samples
+    from .sample import banner, load_opened, stream_samples
     from .tokens import ENDOFTEXT_ID
 
-    generator, encoder, hp = load(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint,
-                                  cfg.precision)
-    settings = _settings(cfg, hp, hp.n_ctx, stops)
+    generator, encoder, _ = load_opened(opened, cfg.precision)
     done: list[str] = []
     try:
         b = 0

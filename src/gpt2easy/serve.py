@@ -66,8 +66,9 @@ class ServeConfig(ModelFlags):
                 raise UserError(f"--{f.name} must be {bounds}, got {value}")
 
 
-def build_service(cfg: ServeConfig):
-    """Load the model and make the `server.Service` (worker thread started, generation compiled)."""
+def build_service(cfg: ServeConfig, opened: tuple | None = None):
+    """Load the model and make the `server.Service` (worker thread started, generation compiled);
+    `opened`: what `locate.open_model` found for the flags, when the caller looked already."""
     from .checkpoint import load_model
     from .encoder import get_encoder
     from .generate import Generator
@@ -76,7 +77,8 @@ def build_service(cfg: ServeConfig):
     from .scheduler import BatchingEngine, Scheduler
     from .server import Service
 
-    hp, folder, prefix = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint)
+    hp, folder, prefix = opened or open_model(cfg.models_dir, cfg.model_name, cfg.run_name,
+                                              cfg.checkpoint)
     encoder = get_encoder(folder)
     generator = Generator(load_model(prefix, hp), cfg.precision)
     engine = BatchingEngine(generator, max_rows=cfg.max_batch)
@@ -159,18 +161,20 @@ def url_of(host: str, port: int) -> str:
 def main(cfg: ServeConfig) -> None:
     """Serve a model: a web page at / and OpenAI's completions API at /v1 (local only by default)."""
     from . import cli
+    from .locate import open_model
 
-    cli.quiet_tensorflow()
-    run_serve(cfg)
+    opened = open_model(cfg.models_dir, cfg.model_name, cfg.run_name, cfg.checkpoint)
+    cli.quiet_tensorflow()  # after the model folder is checked: a wrong one is one quick line
+    run_serve(cfg, opened)
 
 
-def run_serve(cfg: ServeConfig) -> None:
+def run_serve(cfg: ServeConfig, opened: tuple | None = None) -> None:
     """Serve until Ctrl+C (or SIGTERM); then finish the current token and stop."""
     sock = _bind(cfg.host, cfg.port)
     if cfg.host not in LOCAL_HOSTS:
         logger.warning("warning: listening on %s: anyone who can reach this machine can use the model%s",
                        cfg.host, "" if cfg.api_key else " (no --api_key set)")
-    service = build_service(cfg)
+    service = build_service(cfg, opened)
     server = _uvicorn(service, cfg)
     url = url_of(cfg.host, sock.getsockname()[1])
     logger.info("serving %s (%.1fM parameters) at %s/ (OpenAI API: %s/v1); Ctrl+C stops",

@@ -30,13 +30,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
-from . import distribute, hf, runfolder
+from . import distribute, runfolder
 from .best import Best
-from .corpus import list_files
-from .dataset import load_dataset
 from .errors import UserError
-from .folders import model_dir
-from .hparams import HParams
 from .locate import read_best, write_best
 from .machine import resolve_precision, resolve_xla
 from .metrics import MetricsLog
@@ -45,10 +41,10 @@ from .optim import Optimizer
 from .sample_writer import SampleWriter
 from .step import EvalLoss, StepConfig, TrainStep
 from .train_config import TrainConfig  # noqa: F401 - re-exported: trainer.TrainConfig
+from .train_inputs import TrainInputs, read_inputs
 from .windows import Sampler
 
 logger = logging.getLogger(__name__)
-START_TOKEN = 50256  # GPT-2's <|endoftext|>: every training chunk begins with it
 
 # TensorBoard's scalar format, written with core TF (the tensorboard package is not needed).
 _SCALAR = summary_pb2.SummaryMetadata(
@@ -95,12 +91,15 @@ class StopFlag:
             signal.signal(s, old)
 
 
-def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> dict:
-    """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples)."""
+def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None,
+          inputs: TrainInputs | None = None) -> dict:
+    """Run a training as configured; returns a summary dict (steps, loss, checkpoint, samples).
+    `inputs`: the model folder and data, when the caller read them already (`read_inputs(cfg)`)."""
     auto = cfg.precision == "auto"  # resolved now, stated in the "training ..." line
     if auto:
         cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, log=False))
     cfg.check()
+    inputs = inputs or read_inputs(cfg)
     run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
     # First TensorFlow call: multi_worker must set up collectives before the runtime starts.
     strategy = distribute.make_strategy(cfg.strategy)
@@ -108,7 +107,7 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
     created = next((p for p in (*reversed(run_dir.parents), run_dir) if not p.exists()), None)
     lock = runfolder.RunLock(run_dir) if chief else None
     try:
-        return _train(cfg, run_dir, on_sample, strategy, chief, auto)
+        return _train(cfg, inputs, run_dir, on_sample, strategy, chief, auto)
     except distribute.PEER_ERRORS as e:  # a worker left before or between the loop's checks
         if distribute.num_workers(strategy) == 1:
             raise
@@ -123,19 +122,12 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None) -> d
             lock.release()
 
 
-def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.Strategy,
-           chief: bool, auto_precision: bool) -> dict:
-    src = runfolder.source_folder(run_dir, cfg.restore_from, cfg.models_dir, cfg.model_name)
-    hp = hf.read_hparams(src)
+def _train(cfg: TrainConfig, inputs: TrainInputs, run_dir: Path, on_sample,
+           strategy: tf.distribute.Strategy, chief: bool, auto_precision: bool) -> dict:
+    src, hp, chunks, window = inputs.src, inputs.hp, inputs.chunks, inputs.window
     sample_length = cfg.sample_length or hp.n_ctx - 1
-    if sample_length > hp.n_ctx:
-        raise UserError(f"--sample_length {sample_length} is too long: the model has {hp.n_ctx} "
-                        f"positions, use at most {hp.n_ctx}")
-    base = _base_folder(cfg)
-    start = runfolder.find_start(cfg.restore_from, run_dir, base, hp)
-    chunks = training_chunks(cfg.dataset, cfg, src, hp)
+    start = runfolder.find_start(cfg.restore_from, run_dir, inputs.base, hp)
     tokens = sum(len(c) for c in chunks)
-    window = _window(max(len(c) for c in chunks), hp.n_ctx)
     logger.info("dataset has %d tokens in %d chunk%s", tokens, len(chunks), "s" * (len(chunks) > 1))
     if chief:
         runfolder.copy_model_files(src, run_dir, hp)
@@ -170,7 +162,7 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
     replicas, solo = distribute.num_replicas(strategy), distribute.num_workers(strategy) == 1
     logger.info("%s", distribute.describe(strategy, cfg.batch_size))
     schedule = cfg.schedule()
-    validate = _validation(cfg, gpt, chunks, src, hp, window, strategy)
+    validate = _validation(cfg, gpt, inputs, strategy)
     samples = SampleWriter(gpt, src, Path(cfg.sample_dir).expanduser() / cfg.run_name,
                            seed=seed, length=sample_length, num=cfg.sample_num,
                            batch_size=cfg.batch_size, top_k=cfg.top_k, top_p=cfg.top_p,
@@ -290,50 +282,12 @@ def _train(cfg: TrainConfig, run_dir: Path, on_sample, strategy: tf.distribute.S
             "stopped_early": best.exhausted(cfg.early_stopping)}
 
 
-def _base_folder(cfg: TrainConfig) -> Path | None:
-    """The base model folder if it exists (a continued run may have lost it: that's fine)."""
-    try:
-        return model_dir(cfg.models_dir, cfg.model_name)
-    except UserError:
-        if cfg.restore_from == "fresh":
-            raise
-        return None
-
-
-def training_chunks(data: str, cfg: TrainConfig, src: Path, hp: HParams) -> list[np.ndarray]:
-    """The token chunks of `data` as training sees them: text encoded like encode.py (with a
-    progress bar over its bytes), and every chunk preceded by <|endoftext|> (50256), so that a
-    document's start is always learned after the token that separates documents (and that
-    unconditional sampling starts from), also when it opens a chunk; a vocabulary without id 50256
-    (a tiny test model) gets no start token."""
-    text_bytes = sum(f.stat().st_size for f in list_files(data) if f.suffix != ".npz")
-    with tqdm(total=text_bytes, unit="B", unit_scale=True, desc="encoding", disable=not text_bytes,
-              leave=False) as bar:
-        return load_dataset(data, src, cfg.combine, cfg.encoding, n_vocab=hp.n_vocab,
-                            start_token=START_TOKEN if hp.n_vocab > START_TOKEN else None,
-                            on_bytes=bar.update, **cfg.reading_kwargs())
-
-
-def _window(longest_chunk: int, n_ctx: int) -> int:
-    """Input tokens per row: n_ctx, or less for a corpus whose chunks are all shorter."""
-    if longest_chunk < 2:
-        raise UserError("the dataset has no chunk of 2 tokens or more: nothing to learn from")
-    window = min(n_ctx, longest_chunk - 1)
-    if window < n_ctx:
-        logger.warning("warning: the longest chunk of the dataset has %d tokens: training on "
-                       "%d-token windows instead of %d", longest_chunk, window, n_ctx)
-    return window
-
-
-def _validation(cfg: TrainConfig, gpt: GPT2, chunks, src: Path, hp: HParams, window: int,
-                strategy: tf.distribute.Strategy):
+def _validation(cfg: TrainConfig, gpt: GPT2, inputs: TrainInputs, strategy: tf.distribute.Strategy):
     """A function returning the mean loss over fixed validation windows (classic: seed 1)."""
     if not cfg.val_every:
         return None
-    val_chunks = chunks if cfg.val_dataset is None else training_chunks(cfg.val_dataset, cfg, src, hp)
-    val_window = min(window, max(len(c) for c in val_chunks) - 1)
-    if val_window < 1:
-        raise UserError(f"{cfg.val_dataset}: no chunk of 2 tokens or more to validate on")
+    val_chunks = inputs.chunks if inputs.val_chunks is None else inputs.val_chunks
+    val_window = min(inputs.window, max(len(c) for c in val_chunks) - 1)
     fixed = Sampler(val_chunks, seed=1)
     batches = [fixed.sample_batch(cfg.val_batch_size, val_window + 1)
                for _ in range(cfg.val_batch_count)]
