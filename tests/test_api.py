@@ -68,19 +68,21 @@ def test_unknown_attribute_is_an_attribute_error():
 
 
 def test_finetune_takes_every_train_option_with_the_configs_defaults(monkeypatch, tmp_path):
-    from gpt2easy import trainer
+    from gpt2easy import train_inputs, trainer
     from gpt2easy.cli import resolve_folders
 
     monkeypatch.chdir(tmp_path)
     np.savez("data.npz", np.arange(10, dtype=np.uint16))  # finetune checks that the data exists
 
-    seen = []
+    seen, read = [], object()
 
-    def fake_train(cfg, on_sample=None):
+    def fake_train(cfg, on_sample=None, inputs=None):
+        assert inputs is read  # what finetune read before TensorFlow, not read again
         seen.append(cfg)
         return {"steps": 0, "step": 0, "loss": 1.5, "checkpoint": "c", "samples": "s", "seed": 1}
 
     monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(train_inputs, "read_inputs", lambda cfg: read)  # no model folder here
     defaults = {f.name: f.default for f in dataclasses.fields(trainer.TrainConfig) if f.name != "dataset"}
     result = gpt2easy.finetune("data.npz", **defaults)
     assert seen[-1] == resolve_folders(trainer.TrainConfig(dataset="data.npz"))
@@ -106,6 +108,25 @@ def test_finetune_refuses_bad_options_before_any_work(tiny, kw, message):
     with pytest.raises(UserError) as e:
         gpt2easy.finetune("corpus.npz", **{**TRAIN, **kw})
     assert message in str(e.value)
+    assert not (tiny / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(model_name="nope"), "nope"),  # no such model folder
+    (dict(dataset="broken.npz"), "broken.npz"),  # not a token archive
+])  # fmt: skip
+def test_finetune_refuses_a_bad_model_or_dataset_without_importing_tensorflow(tiny, root, kw, message):
+    (tiny / "broken.npz").write_bytes(b"not a zip file")
+    options = {"dataset": "corpus.npz", **TRAIN, **kw}
+    code = ("import sys, gpt2easy\n"
+            f"try:\n    gpt2easy.finetune(**{options!r})\n"
+            "except gpt2easy.UserError as e:\n    print(e)\n"
+            "print('tensorflow' in sys.modules)")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tiny)
+    assert out.returncode == 0, out.stderr
+    error, imported = out.stdout.strip().splitlines()
+    assert message in error and imported == "False", out.stdout
     assert not (tiny / "checkpoint").exists()
 
 

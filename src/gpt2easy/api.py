@@ -156,10 +156,13 @@ def finetune(dataset: str | Path, *, on_sample: Callable[[str], None] | None = N
             options[name] = None
     cfg = resolve_folders(TrainConfig(dataset=plain("dataset", dataset, "str"), **options))
     cfg.check_flags()  # a bad option costs a second, not a TensorFlow import
+    from .train_inputs import read_inputs
+
+    inputs = read_inputs(cfg)  # so does a wrong model folder or a bad dataset
     _tensorflow()
     from .trainer import train
 
-    summary = train(cfg, on_sample=on_sample)
+    summary = train(cfg, on_sample=on_sample, inputs=inputs)
     return FinetuneResult(**{f.name: summary[f.name] for f in dataclasses.fields(FinetuneResult)})
 
 
