@@ -118,7 +118,8 @@ def test_with_start_token_keeps_dtype_and_replaces_in_place():
 @pytest.mark.parametrize("n_vocab, start", [(50257, EOT), (300, None)])
 def test_trainer_loads_chunks_with_the_start_token(tmp_path, n_vocab, start):
     from gpt2easy.hparams import HParams
-    from gpt2easy.train_inputs import TrainConfig, training_chunks
+    from gpt2easy.train_config import TrainConfig
+    from gpt2easy.train_inputs import training_chunks
 
     save_npz(tmp_path / "d.npz", [np.array([5, 6, 7]), np.array([8, 9])])
     hp = HParams(n_vocab=n_vocab, n_ctx=8, n_embd=8, n_head=1, n_layer=1)
@@ -129,7 +130,8 @@ def test_trainer_loads_chunks_with_the_start_token(tmp_path, n_vocab, start):
 
 def test_trainer_passes_the_table_and_line_ending_flags(tmp_path, vocab_dir, ref):
     from gpt2easy.hparams import HParams
-    from gpt2easy.train_inputs import TrainConfig, training_chunks
+    from gpt2easy.train_config import TrainConfig
+    from gpt2easy.train_inputs import training_chunks
 
     (tmp_path / "d.jsonl").write_text('{"body": "one\\r\\ntwo"}\n{"body": "three"}\n', encoding="utf-8")
     hp = HParams(n_vocab=50257, n_ctx=8, n_embd=8, n_head=1, n_layer=1)

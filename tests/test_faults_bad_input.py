@@ -411,9 +411,10 @@ def run_case(root: Path, world: Path, sandbox: Path, name: str, via: str = "scri
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=sandbox, env=env, input="Hello there\n", capture_output=True,
                           text=True, timeout=300)
-    lines = proc.stderr.splitlines(keepends=True)
-    imports = [line for line in lines if line.startswith("import time:")]
-    return {"code": proc.returncode, "stderr": "".join(x for x in lines if x not in imports),
+    stderr, imports = [], []
+    for line in proc.stderr.splitlines(keepends=True):
+        (imports if line.startswith("import time:") else stderr).append(line)
+    return {"code": proc.returncode, "stderr": "".join(stderr),
             "seconds": time.perf_counter() - start, "left": sorted(files_under(sandbox) - before),
             "tensorflow": any(line.rstrip().endswith("| tensorflow") for line in imports)}
 

@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, on_sample: Callable[[str], None] | None = None,
     if auto:
         cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, log=False))
     cfg.check()
-    inputs = inputs or read_inputs(cfg)
+    inputs = inputs if inputs is not None else read_inputs(cfg)
     run_dir = Path(cfg.checkpoint_dir).expanduser() / cfg.run_name
     # First TensorFlow call: multi_worker must set up collectives before the runtime starts.
     strategy = distribute.make_strategy(cfg.strategy)
