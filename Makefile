@@ -16,9 +16,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 demo: $(VENV)/.installed
 	$(PY) demo/run_demo.py
 
-test: $(VENV)/.installed
+# transformers 4.x beside the venv (its reader of OpenAI-format TF checkpoints is gone from 5.x, which
+# the venv has): tests/test_tf_reader_transformers4.py runs it in a subprocess.
+T4 := $(VENV)/transformers4
+$(T4)/.installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps --target $(T4) transformers==4.57.1 huggingface_hub==0.36.0 tokenizers==0.22.1
+	touch $@
+
+test: $(VENV)/.installed $(T4)/.installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	GPT2EASY_TRANSFORMERS4=$(abspath $(T4)) $(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
