@@ -162,6 +162,7 @@ class Generator:
             name: var for name, var in model.weights.items() if name.endswith(MATRICES)
         } if self.dtype == tf.float32 else {}
         self.compiled = {}  # (batch, cache_len) -> Compiled
+        self._blocks = {}  # (kind, wide) -> tf.function of one block, see _block_fn
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
         """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype."""
@@ -221,7 +222,8 @@ class Generator:
         """The cache variables and compiled functions for this shape, made on first use. The
         functions are plain TensorFlow (explicit `tf.cond`/`tf.while_loop`, Python loops over the
         layers), so autograph is off: converting them took 2.2 s of a launch's 8 s before the
-        first token (tracing the step now takes 0.4-0.8 s)."""
+        first token. Each calls one traced block per layer (`_block_fn`): tracing the step took
+        1.05-1.1 s with the 12 blocks traced one by one, 0.3-0.45 s so."""
         key = (batch, cache_len)
         if key not in self.compiled:
             hp = self.hp
@@ -244,12 +246,12 @@ class Generator:
 
     # --- the forward pass ---------------------------------------------------------------------
 
-    def _dense(self, x, i, name, wide):
+    def _dense(self, x, ws, name, wide):
         """x [rows, in] float32 times the layer's transposed matrix, plus bias -> float32."""
-        w = self._weight(f"model/h{i}/{name}/w", wide)
+        w = ws[f"{name}/w"]
         x = self._to(x, wide)
         y = tf.matmul(x, w[0]) if wide else tf.matmul(x, w, transpose_b=True)
-        return self._from(y) + self.w[f"model/h{i}/{name}/b"]
+        return self._from(y) + ws[f"{name}/b"]
 
     def _logits(self, x, wide):
         h = norm(x, self.w["model/ln_f/g"], self.w["model/ln_f/b"])
@@ -257,14 +259,20 @@ class Generator:
         y = tf.matmul(h, w) if wide else tf.matmul(h, w, transpose_b=True)
         return self._from(y)
 
-    def _layer(self, x, i, attend_fn, wide):
-        """One block on x [rows, n_embd]; attend_fn(q, k, v [rows, n_embd]) -> [rows, n_embd]."""
-        g = lambda n: self.w[f"model/h{i}/{n}"]  # noqa: E731
-        h = norm(x, g("ln_1/g"), g("ln_1/b"))
-        q, k, v = tf.split(self._dense(h, i, "attn/c_attn", wide), 3, axis=-1)
-        x = x + self._dense(attend_fn(q, k, v), i, "attn/c_proj", wide)
-        h = norm(x, g("ln_2/g"), g("ln_2/b"))
-        return x + self._dense(gelu(self._dense(h, i, "mlp/c_fc", wide)), i, "mlp/c_proj", wide)
+    def _layer_weights(self, i: int, wide: bool) -> dict:
+        """Block i's variables by their names inside the block (`ln_1/g`, `attn/c_attn/w`, ...)."""
+        head = f"model/h{i}/"
+        return {name[len(head):]: self._weight(name, wide) if name.endswith(MATRICES) else var
+                for name, var in self.w.items() if name.startswith(head)}  # fmt: skip
+
+    def _layer(self, x, ws, attend_fn, wide):
+        """One block on x [rows, n_embd] with its weights `ws` (`_layer_weights`);
+        attend_fn(q, k, v [rows, n_embd]) -> [rows, n_embd]."""
+        h = norm(x, ws["ln_1/g"], ws["ln_1/b"])
+        q, k, v = tf.split(self._dense(h, ws, "attn/c_attn", wide), 3, axis=-1)
+        x = x + self._dense(attend_fn(q, k, v), ws, "attn/c_proj", wide)
+        h = norm(x, ws["ln_2/g"], ws["ln_2/b"])
+        return x + self._dense(gelu(self._dense(h, ws, "mlp/c_fc", wide)), ws, "mlp/c_proj", wide)
 
     def _heads(self, t, batch):
         """[batch * seq, n_embd] -> [batch, head, seq, head_dim]."""
@@ -301,6 +309,40 @@ class Generator:
         """Each row's position ids [batch, ...] for cache positions (padding clamped to 0)."""
         return tf.maximum(cache_pos - offset[:, None], 0)
 
+    def _block_fn(self, kind: str, wide: bool):
+        """The `tf.function` of one block of the prompt pass or of the step, made once: every layer
+        calls it with its own variables, so it is traced once, not once per layer (tracing is most
+        of a second launch's time before the first token; XLA inlines the calls)."""
+        key = (kind, wide)
+        if key not in self._blocks:
+            body = self._prefill_block if kind == "prefill" else self._step_block
+            self._blocks[key] = tf.function(functools.partial(body, wide), autograph=False)
+        return self._blocks[key]
+
+    def _prefill_block(self, wide, x, ws, kv, mask):
+        """A block of the prompt pass: writes the keys/values of positions 0..P-1 into `kv`."""
+        batch = mask.shape[0]
+
+        def attend(q, k, v):
+            k, v = (self._to(self._heads(t, batch), wide) for t in (k, v))
+            for var, t in zip(kv, (k, v), strict=True):
+                var.assign(xla.dynamic_update_slice(var, t, [0] * 4))
+            return self._attend(self._heads(q, batch), k, v, mask, wide)
+
+        return self._layer(x, ws, attend, wide)
+
+    def _step_block(self, wide, x, ws, kv, mask, pos):
+        """A block of the step: writes the token's keys/values at `pos` into `kv` in place."""
+        batch = mask.shape[0]
+
+        def attend(q, k, v):
+            for var, t in zip(kv, (k, v), strict=True):
+                t = self._to(self._heads(t, batch), wide)
+                var.assign(xla.dynamic_update_slice(var, t, tf.stack([0, 0, pos, 0])))
+            return self._attend_used(self._heads(q, batch), kv, pos, mask, wide)
+
+        return self._layer(x, ws, attend, wide)
+
     def _prefill(self, cache, wide, tokens, offset, last):
         """tokens int32 [batch, P], row r's prompt at offset[r] .. last: fills the cache variables
         from 0, returns the logits after position `last` [batch, n_vocab]."""
@@ -311,34 +353,22 @@ class Generator:
         )
         keys = tf.range(p)[None, None, None, :]
         mask = (keys <= tf.range(p)[None, None, :, None]) & (keys >= offset[:, None, None, None])
+        block = self._block_fn("prefill", wide)
         for i in range(self.hp.n_layer):
-
-            def attend(q, k, v, i=i):
-                k, v = (self._to(self._heads(t, batch), wide) for t in (k, v))
-                for var, t in zip(cache[i], (k, v), strict=True):
-                    var.assign(xla.dynamic_update_slice(var, t, [0] * 4))
-                return self._attend(self._heads(q, batch), k, v, mask, wide)
-
-            x = self._layer(x, i, attend, wide)
+            x = block(x, self._layer_weights(i, wide), cache[i], mask)
         last = tf.gather(tf.reshape(x, [batch, p, -1]), last, axis=1)
         return self._logits(last, wide)
 
     def _step(self, cache, wide, token, pos, offset):
         """One token per row at position `pos`: writes its keys/values into the cache variables
         in place (a variable update is aliased by XLA; a tensor passed in and out is copied)."""
-        batch, cache_len = token.shape[0], cache[0][0].shape[2]
+        cache_len = cache[0][0].shape[2]
         x = tf.gather(self.w["model/wte"], token) + tf.gather(self.w["model/wpe"], pos - offset)
         keys = tf.range(cache_len)[None, None, None, :]
         mask = (keys <= pos) & (keys >= offset[:, None, None, None])
+        block = self._block_fn("step", wide)
         for i in range(self.hp.n_layer):
-
-            def attend(q, k, v, i=i):
-                for var, t in zip(cache[i], (k, v), strict=True):
-                    t = self._to(self._heads(t, batch), wide)
-                    var.assign(xla.dynamic_update_slice(var, t, tf.stack([0, 0, pos, 0])))
-                return self._attend_used(self._heads(q, batch), cache[i], pos, mask, wide)
-
-            x = self._layer(x, i, attend, wide)
+            x = block(x, self._layer_weights(i, wide), cache[i], mask, pos)
         return self._logits(x, wide)
 
     def _sample_step(self, cache, wide, state: State, c: Controls):
