@@ -14,6 +14,7 @@ layer norms, softmax, logits and loss stay in float32 (the weights themselves st
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -212,11 +213,22 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
         layer_past = None if past is None else past[:, i]
         if recompute and past is None:
             x = _recomputed_block(x, w, hp, dtype)
+        elif past is None and tf.inside_function() and not tf.distribute.has_strategy():
+            # traced once for all layers (under a strategy the replicas' gradients of the
+            # call came back None: there each layer is traced inline)
+            x = _traced_block(hp, dtype)(x, w)[0]
         else:
             x, present = block(x, w, hp, layer_past, dtype)
             presents.append(present)
     present = tf.stack(presents, axis=1) if presents else None
     return head(params, x, dtype, logits_dtype), present
+
+
+@functools.cache
+def _traced_block(hp: HParams, dtype: tf.DType):
+    """`block` without a past as one `tf.function` that every layer calls with its own weights:
+    traced once instead of once per layer (tracing is most of a training launch's first step)."""
+    return tf.function(functools.partial(block, hp=hp, past=None, dtype=dtype), autograph=False)
 
 
 def _recomputed_block(x, w, hp, dtype):
