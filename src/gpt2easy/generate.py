@@ -223,7 +223,7 @@ class Generator:
         functions are plain TensorFlow (explicit `tf.cond`/`tf.while_loop`, Python loops over the
         layers), so autograph is off: converting them took 2.2 s of a launch's 8 s before the
         first token. Each calls one traced block per layer (`_block_fn`): tracing the step took
-        1.05-1.1 s with the 12 blocks traced one by one, 0.3-0.45 s so."""
+        1.05-1.1 s with the 12 blocks traced one by one, 0.3-0.45 s with one traced block."""
         key = (batch, cache_len)
         if key not in self.compiled:
             hp = self.hp

@@ -208,17 +208,16 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
     start = 0 if past is None else tf.shape(past)[-2]
     x = embed(params, tokens, start)
     presents = []
+    # Inside a traced function, one traced block for all layers (under a tf.distribute strategy
+    # the replicas' gradients through its call came back None: there each layer is traced inline).
+    traced = past is None and tf.inside_function() and not tf.distribute.has_strategy()
     for i in range(hp.n_layer):
         w = block_weights(params, i)
         layer_past = None if past is None else past[:, i]
         if recompute and past is None:
             x = _recomputed_block(x, w, hp, dtype)
-        elif past is None and tf.inside_function() and not tf.distribute.has_strategy():
-            # traced once for all layers (under a strategy the replicas' gradients of the
-            # call came back None: there each layer is traced inline)
-            x = _traced_block(hp, dtype)(x, w)[0]
         else:
-            x, present = block(x, w, hp, layer_past, dtype)
+            x, present = _traced_block(hp, dtype)(x, w) if traced else block(x, w, hp, layer_past, dtype)
             presents.append(present)
     present = tf.stack(presents, axis=1) if presents else None
     return head(params, x, dtype, logits_dtype), present
