@@ -37,14 +37,15 @@ def test_the_cases_cover_the_buckets():
 def test_cached_steps_equal_the_uncached_forward(gpt2, n, length):
     generator = Generator(gpt2, "fp32")
     prompt = np.random.default_rng(n).integers(0, HP.n_vocab, size=n).tolist()
-    compiled, state = generator.start(np.array([prompt]), length)
+    greedy = Controls.make(temperature=0.0)
+    compiled, state = generator.start(np.array([prompt]), length, greedy)
     assert (1, cache_bucket(n + length - 1, HP.n_ctx)) in generator.compiled
     tokens = list(prompt)
-    greedy = Controls.make(temperature=0.0)
-    for _ in range(length):
+    for k in range(length):
         full, _ = model(gpt2.params(), tf.constant([tokens], tf.int32), HP)
         expected = full[0, -1].numpy()
         np.testing.assert_allclose(state.logits[0].numpy(), expected, atol=1e-4, rtol=0)
-        state, token = compiled.step(state, greedy)
-        assert int(token[0]) == int(np.argmax(expected))
-        tokens.append(int(token[0]))
+        assert int(state.token[0]) == int(np.argmax(expected))
+        tokens.append(int(state.token[0]))
+        if k < length - 1:
+            state = compiled.step(state, greedy)

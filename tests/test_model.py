@@ -124,22 +124,23 @@ def test_generator_prefill_and_steps_equal_reference(weights, gpt2):
     """The compiled path (padded prompt, cache variables, one-token steps) in fp32 is the model."""
     generator = Generator(gpt2, "fp32")
     prompt = [5, 17, 33, 2, 90]
-    compiled, state = generator.start(np.array([prompt, prompt]), length=6)
-    tokens = list(prompt)
     greedy = Controls.make(temperature=0.0)
+    compiled, state = generator.start(np.array([prompt, prompt]), 6, greedy)
+    tokens = list(prompt)
     for _ in range(5):
         expected = reference_logits(weights, tokens, HP)[-1]
         for r in range(2):
             np.testing.assert_allclose(state.logits[r].numpy(), expected, atol=1e-4, rtol=0)
-        state, token = compiled.step(state, greedy)
-        assert token.numpy().tolist() == [int(np.argmax(expected))] * 2
-        tokens.append(int(token[0]))
+        assert state.token.numpy().tolist() == [int(np.argmax(expected))] * 2
+        tokens.append(int(state.token[0]))
+        state = compiled.step(state, greedy)
 
 
 def test_generator_bf16_is_close_to_fp32(weights, gpt2):
     prompt = np.array([[7, 8, 9, 10]])
-    _, s32 = Generator(gpt2, "fp32").start(prompt, 4)
-    _, s16 = Generator(gpt2, "bf16").start(prompt, 4)
+    greedy = Controls.make(temperature=0.0)
+    _, s32 = Generator(gpt2, "fp32").start(prompt, 4, greedy)
+    _, s16 = Generator(gpt2, "bf16").start(prompt, 4, greedy)
     a, b = s32.logits.numpy(), s16.logits.numpy()
     assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
     assert not np.array_equal(a, b)  # really computed in bf16

@@ -17,11 +17,13 @@ Per (batch, cache_len) it makes, once, the key/value cache as `tf.Variable`s (pe
 the keys and one for the values, each `[batch, head, cache_len, head_dim]`: measured here, attending
 over a slice of one stacked `[2, ...]` variable costs twice the time, XLA copying the slice) and two
 XLA-compiled functions:
-- `prefill(tokens [batch, P], offset [batch], last)`: the whole prompt (padded to a bucket P;
-  retraced per bucket only) in one pass; writes its keys/values at positions 0..P-1 and returns the
-  logits after position `last`.
-- `step(state, controls)`: sample a token from the state's logits, run it through the model
-  (writing its keys/values into the cache in place), return the new state and the token.
+- `prefill(tokens [batch, P], last, seen, done, rows, controls)`: the whole prompt (padded to a
+  bucket P; retraced per bucket only) in one pass; writes its keys/values at positions 0..P-1 and
+  draws every row's first token from the logits after position `last`: the first token exists as
+  soon as the prompt pass has run, before the step is even traced (on a second launch, about a
+  second sooner: tracing the step and turning it into an XLA program come after it).
+- `step(state, controls)`: feed the state's token (writing its keys/values into the cache in
+  place) and draw the next one; returns the new state.
   Controls (seed, temperature, top_k, top_p, penalty, eos) are tensors: changing them never retraces.
   Its attention reads only the cache's first W positions, W the smallest of 64, 128, 256, 512 (or
   the cache length) past the current position, chosen per step by a `tf.switch_case` over static
@@ -98,10 +100,11 @@ class Rows(NamedTuple):
 class State(NamedTuple):
     """What one step hands to the next (small tensors; the cache lives in variables)."""
 
-    logits: tf.Tensor  # [batch, n_vocab] float32, for the next token
+    token: tf.Tensor  # int32 [batch]: the token drawn last, which the next step feeds
+    logits: tf.Tensor  # [batch, n_vocab] float32: what `token` was drawn from
     seen: tf.Tensor  # [batch, n_vocab] bool: tokens in the prompt or generated so far
     done: tf.Tensor  # [batch] bool: row finished (end of text, a stop string, or by the caller)
-    pos: tf.Tensor  # int32 scalar: cache position of the next token fed
+    pos: tf.Tensor  # int32 scalar: the cache position `token` is fed at
     rows: Rows  # per-row constants: left padding and noise stream
 
 
@@ -162,7 +165,7 @@ class Generator:
             name: var for name, var in model.weights.items() if name.endswith(MATRICES)
         } if self.dtype == tf.float32 else {}
         self.compiled = {}  # (batch, cache_len) -> Compiled
-        self._blocks = {}  # (kind, wide) -> tf.function of one block, see _block_fn
+        self._blocks = {}  # (kind, wide) -> tf.function of one block (_block_fn); "draw": _draw_fn
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
         """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype."""
@@ -343,10 +346,11 @@ class Generator:
 
         return self._layer(x, ws, attend, wide)
 
-    def _prefill(self, cache, wide, tokens, offset, last):
-        """tokens int32 [batch, P], row r's prompt at offset[r] .. last: fills the cache variables
-        from 0, returns the logits after position `last` [batch, n_vocab]."""
+    def _prefill(self, cache, wide, tokens, last, seen, done, rows: Rows, c: Controls):
+        """tokens int32 [batch, P], row r's prompt at rows.offset[r] .. last: fills the cache
+        variables from 0 and draws the first token from the logits after position `last`."""
         batch, p = tokens.shape
+        offset = rows.offset
         positions = self._positions(tf.range(p)[None, :], offset)
         x = tf.gather(self.w["model/wte"], tf.reshape(tokens, [-1])) + tf.gather(
             self.w["model/wpe"], tf.reshape(positions, [-1])
@@ -356,8 +360,8 @@ class Generator:
         block = self._block_fn("prefill", wide)
         for i in range(self.hp.n_layer):
             x = block(x, self._layer_weights(i, wide), cache[i], mask)
-        last = tf.gather(tf.reshape(x, [batch, p, -1]), last, axis=1)
-        return self._logits(last, wide)
+        x = tf.gather(tf.reshape(x, [batch, p, -1]), last, axis=1)
+        return self._draw_fn()(self._logits(x, wide), seen, done, last + 1, rows, c)
 
     def _step(self, cache, wide, token, pos, offset):
         """One token per row at position `pos`: writes its keys/values into the cache variables
@@ -371,33 +375,43 @@ class Generator:
             x = block(x, self._layer_weights(i, wide), cache[i], mask, pos)
         return self._logits(x, wide)
 
-    def _sample_step(self, cache, wide, state: State, c: Controls):
-        """Sample the next token of every row, then feed it: -> (new state, tokens int32 [batch]).
+    def _sample_step(self, cache, wide, state: State, c: Controls) -> State:
+        """Feed every row's token at `state.pos`, then draw the next one from the new logits."""
+        logits = self._step(cache, wide, state.token, state.pos, state.rows.offset)
+        return self._draw_fn()(logits, state.seen, state.done, state.pos + 1, state.rows, c)
 
-        Rows already done get `max(eos, 0)` as padding. Feeding the last token of a generation is
-        wasted work (one token's time), cheaper than skipping it would be to arrange.
-        """
-        rows = state.rows
-        position = tf.cast(state.pos - rows.offset, tf.int64)  # each row's own position
-        seeds = tf.stack([c.seed[0] + rows.seed,
-                          (c.seed[1] + rows.stream) * 2**20 + position], axis=1)  # fmt: skip
+    def _draw_fn(self):
+        """`_draw` as one `tf.function` that the prompt pass and the step both call: traced once
+        (0.2-0.3 s on 124M, mostly the filters' loops and conditions), not once in each."""
+        if "draw" not in self._blocks:
+            self._blocks["draw"] = tf.function(self._draw, autograph=False)
+        return self._blocks["draw"]
+
+    def _draw(self, logits, seen, done, pos, rows: Rows, c: Controls) -> State:
+        """Every row's token for cache position `pos` from `logits` [batch, n_vocab], drawn with
+        the noise of the row's own position (see the module docstring). Rows already done get
+        `max(eos, 0)` as padding."""
+        position = tf.cast(pos - rows.offset, tf.int64)
+        seeds = tf.stack([c.seed[0] + rows.seed, (c.seed[1] + rows.stream) * 2**20 + position],
+                         axis=1)  # fmt: skip
         token = draw.sample_tokens(
-            state.logits, seeds, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-            penalty=c.penalty, seen=state.seen, lanes=rows.lane,
+            logits, seeds, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
+            penalty=c.penalty, seen=seen, lanes=rows.lane,
         )  # fmt: skip
-        token = tf.where(state.done, tf.maximum(c.eos, 0), token)
-        done = state.done | (token == c.eos)
-        seen = state.seen | tf.cast(tf.one_hot(token, self.hp.n_vocab, dtype=tf.int8), tf.bool)
-        logits = self._step(cache, wide, token, state.pos, rows.offset)
-        return State(logits, seen, done, state.pos + 1, rows), token
+        token = tf.where(done, tf.maximum(c.eos, 0), token)
+        done = done | (token == c.eos)
+        seen = seen | tf.cast(tf.one_hot(token, self.hp.n_vocab, dtype=tf.int8), tf.bool)
+        return State(token, logits, seen, done, pos, rows)
 
     # --- host side ----------------------------------------------------------------------------
 
-    def start(self, prompts, length: int, streams=None, lanes=None, seeds=None
-              ) -> tuple[Compiled, State]:  # fmt: skip
-        """Run the prompt rows through the model: `prompts` is int [batch, n] or a list of token
-        lists of any lengths (>= 1), left-padded here; `streams`/`lanes`/`seeds` (int [batch])
-        choose each row's noise (default 0, the row index and 0; see the module docstring)."""
+    def start(self, prompts, length: int, controls: Controls, done=None, streams=None, lanes=None,
+              seeds=None) -> tuple[Compiled, State]:  # fmt: skip
+        """Run the prompt rows through the model and draw their first tokens (`state.token`):
+        `prompts` is int [batch, n] or a list of token lists of any lengths (>= 1), left-padded
+        here; `done` (bool [batch]) marks rows that only pad; `streams`/`lanes`/`seeds` (int
+        [batch]) choose each row's noise (default 0, the row index and 0; see the module
+        docstring)."""
         rows = [np.asarray(p, dtype=np.int32).reshape(-1) for p in prompts]
         batch, n = len(rows), max((len(r) for r in rows), default=0)
         if batch < 1 or min(len(r) for r in rows) < 1:
@@ -412,18 +426,27 @@ class Generator:
         for r, ids in enumerate(rows):
             padded[r, offset[r] : n] = ids
             seen[r, ids] = True
+        done = np.zeros(batch, bool) if done is None else np.asarray(done, bool)
         streams = np.zeros(batch, np.int64) if streams is None else np.asarray(streams, np.int64)
         lanes = np.arange(batch, dtype=np.int32) if lanes is None else np.asarray(lanes, np.int32)
         seeds = np.zeros(batch, np.int64) if seeds is None else np.asarray(seeds, np.int64)
-        if streams.shape != (batch,) or lanes.shape != (batch,) or seeds.shape != (batch,):
-            raise ValueError(f"streams, lanes and seeds need one entry per row ({batch})")
+        if any(a.shape != (batch,) for a in (done, streams, lanes, seeds)):
+            raise ValueError(f"done, streams, lanes and seeds need one entry per row ({batch})")
         compiled = self.compiled_for(batch, cache_len)
-        offset = tf.constant(offset)
-        logits = compiled.prefill(tf.constant(padded), offset, tf.constant(n - 1))
-        rows_state = Rows(offset, tf.constant(streams), tf.constant(lanes), tf.constant(seeds))
-        state = State(logits, tf.constant(seen), tf.zeros([batch], tf.bool), tf.constant(n),
-                      rows_state)  # fmt: skip
+        rows_state = Rows(tf.constant(offset), tf.constant(streams), tf.constant(lanes),
+                          tf.constant(seeds))  # fmt: skip
+        state = compiled.prefill(tf.constant(padded), tf.constant(n - 1), tf.constant(seen),
+                                 tf.constant(done), rows_state, controls)  # fmt: skip
         return compiled, state
+
+    def warm_up(self, batch: int, n: int, length: int) -> None:
+        """Compile the prompt pass and the step for `batch` prompts of `n` tokens and `length`
+        new ones, by running both once on zeros (what they leave in the cache is overwritten
+        by the next prompt's pass)."""
+        controls = Controls.make(temperature=0.0)
+        compiled, state = self.start(np.zeros([batch, n], np.int32), length, controls)
+        if length > 1:
+            compiled.step(state, controls)
 
     def generate(
         self, prompts, length: int, controls: Controls, finished: np.ndarray | None = None,
@@ -434,16 +457,20 @@ class Generator:
         `start`.
 
         A row is done after it produced `controls.eos` (that token is yielded with done set) or
-        when the caller sets its entry in `finished` (bool [batch], read before every step).
+        when the caller sets its entry in `finished` (bool [batch], read before every token).
         """
-        compiled, state = self.start(prompts, length, streams, lanes, seeds)
         done = np.zeros(len(prompts), bool)
+        compiled = state = None
         for _ in range(length):
             if finished is not None and (finished & ~done).any():
                 done = done | finished
-                state = state._replace(done=tf.constant(done))
+                if state is not None:
+                    state = state._replace(done=tf.constant(done))
             if done.all():
                 return
-            state, tokens = compiled.step(state, controls)
+            if state is None:
+                compiled, state = self.start(prompts, length, controls, done, streams, lanes, seeds)
+            else:
+                state = compiled.step(state, controls)
             done = state.done.numpy()
-            yield tokens.numpy(), done
+            yield state.token.numpy(), done

@@ -233,15 +233,10 @@ def load_opened(opened: tuple, precision: str):
 
 def warm_up(generator, batch_size: int, settings: Settings) -> None:
     """Compile what a short prompt needs with these settings (the prompt pass for up to 16 tokens
-    and the step for its cache length) by generating one token after a 10-token prompt: done while
-    the user types the first prompt (`ahead`). Generation draws its noise by position, so this
-    changes no later text."""
-    import numpy as np
-
+    and the step for its cache length) for a 10-token prompt: done while the user types the first
+    prompt (`ahead`). Generation draws its noise by position, so this changes no later text."""
     n = max(1, min(10, generator.hp.n_ctx + 1 - settings.length))
-    steps = generator.generate(np.zeros([batch_size, n], np.int32), settings.length,
-                               settings.controls(0))  # fmt: skip
-    next(steps, None)
+    generator.warm_up(batch_size, n, settings.length)
 
 
 def _stamp(prefix: str, folder, precision: str) -> tuple:

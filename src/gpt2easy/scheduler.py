@@ -86,9 +86,7 @@ class SequentialEngine:
 
     def warm_up(self) -> None:
         """Compile batch 1 for short prompts now rather than on the first request."""
-        for _ in self.generator.generate(np.array([[ENDOFTEXT_ID]], np.int32), 1,
-                                         Settings(length=1).controls(0)):  # fmt: skip
-            pass
+        self.generator.warm_up(1, 1, 2)
 
 
 class BatchingEngine:
@@ -172,10 +170,8 @@ class BatchingEngine:
         """Compile every batch size a request can meet, for short prompts, now rather than on the
         first request of that size (a few seconds each for 124M; cached on disk, see
         `compile_cache`)."""
-        settings = Settings(length=1)
         for size in sorted({self._size(rows) for rows in range(1, self.max_rows + 1)}):
-            for _ in self.generator.generate([[ENDOFTEXT_ID]] * size, 1, settings.controls(0)):
-                pass
+            self.generator.warm_up(size, 1, 2)
 
 
 class Busy(Exception):
