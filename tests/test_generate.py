@@ -44,6 +44,32 @@ def test_second_call_with_same_shapes_does_not_retrace(generator):
     assert compiled.step.experimental_get_tracing_count() == counts[1] == 1
 
 
+def test_the_first_token_comes_before_the_step_is_traced(gpt2):
+    """The prompt pass draws the first token: a launch prints it before tracing and compiling the
+    step, and a one-token generation never makes the step at all."""
+    generator = Generator(gpt2, "fp32")
+    steps = generator.generate(np.array([[1, 2, 3]]), 5, Controls.make(seed=(3, 0), top_k=5))
+    first, _ = next(steps)
+    compiled = generator.compiled[(1, cache_bucket(3 + 5 - 1, HP.n_ctx))]
+    assert compiled.step.experimental_get_tracing_count() == 0
+    rest = [t for t, _ in steps]
+    assert compiled.step.experimental_get_tracing_count() == 1 and len(rest) == 4
+    again = [t for t, _ in generator.generate(np.array([[1, 2, 3]]), 5,
+                                              Controls.make(seed=(3, 0), top_k=5))]  # fmt: skip
+    np.testing.assert_array_equal(np.stack([first, *rest]), np.stack(again))
+
+
+def test_warm_up_compiles_the_prompt_pass_and_the_step(gpt2):
+    generator = Generator(gpt2, "fp32")
+    generator.warm_up(2, 4, 6)
+    compiled = generator.compiled[(2, cache_bucket(4 + 6 - 1, HP.n_ctx))]
+    assert compiled.prefill.experimental_get_tracing_count() == 1
+    assert compiled.step.experimental_get_tracing_count() == 1
+    list(generator.generate(np.array([[1, 2, 3], [4, 5, 6]]), 6, Controls.make(top_k=3)))
+    assert compiled.prefill.experimental_get_tracing_count() == 1  # same bucket: nothing new
+    assert compiled.step.experimental_get_tracing_count() == 1
+
+
 def test_buckets():
     assert [cache_bucket(n, 1024) for n in (1, 128, 129, 1000, 1024)] == [128, 128, 256, 1024, 1024]
     assert [prompt_bucket(n, 1024) for n in (1, 16, 17, 64, 65, 1000)] == [16, 16, 32, 64, 128, 1024]
