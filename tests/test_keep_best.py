@@ -65,7 +65,11 @@ def config(**kw) -> TrainConfig:
     base = dict(dataset="train.npz", val_dataset="val.npz", models_dir="models", model_name="tiny",
                 learning_rate=3e-3, sample_every=10**6, save_every=10**6, seed=3, steps=30,
                 batch_size=2, val_every=2, val_batch_count=4, max_checkpoints=1, keep_best=True,
-                precision="fp32")  # the exact reference: compared by value across runs/strategies
+                precision="fp32",  # the exact reference: compared by value across runs/strategies
+                # What is tested here is the bookkeeping, not the compiler: without XLA, because
+                # each of these ~20 in-process runs would compile a new XLA step whose code the
+                # process never unmaps (about 3,700 memory maps each; README Troubleshooting).
+                xla=False)
     return TrainConfig(**{**base, **kw})
 
 
