@@ -190,7 +190,7 @@ def head(params: dict, x: tf.Tensor, dtype=tf.float32, logits_dtype=tf.float32) 
 
 
 def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.float32,
-          recompute: bool = False, logits_dtype=tf.float32):
+          recompute: bool = False, logits_dtype=tf.float32, one_block: bool = True):
     """Full forward pass, OpenAI's contract.
 
     Args:
@@ -201,6 +201,8 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
       recompute: recompute each block's activations in the backward pass (memory-saving gradients).
       logits_dtype: the logits' dtype; bf16 logits (as the bf16 matmul makes them) go to `loss_fn`
         without a float32 copy of the largest tensor of a small model's step.
+      one_block: inside a traced function, call one traced block for every layer (see
+        `_traced_block`); False for a step XLA compiles.
 
     Returns:
       (logits [batch, seq, n_vocab] in logits_dtype, present [batch, n_layer, 2, head, seq, head_dim]).
@@ -210,7 +212,7 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
     presents = []
     # Inside a traced function, one traced block for all layers (under a tf.distribute strategy
     # the replicas' gradients through its call came back None: there each layer is traced inline).
-    traced = past is None and tf.inside_function() and not tf.distribute.has_strategy()
+    traced = one_block and past is None and tf.inside_function() and not tf.distribute.has_strategy()
     for i in range(hp.n_layer):
         w = block_weights(params, i)
         layer_past = None if past is None else past[:, i]
@@ -226,7 +228,12 @@ def model(params: dict, tokens: tf.Tensor, hp: HParams, *, past=None, dtype=tf.f
 @functools.cache
 def _traced_block(hp: HParams, dtype: tf.DType):
     """`block` without a past as one `tf.function` that every layer calls with its own weights:
-    traced once instead of once per layer (tracing is most of a training launch's first step)."""
+    traced once instead of once per layer (tracing is most of a training launch's first step).
+
+    Not in a step XLA compiles (`model(one_block=False)`): the gradient of a function call receives
+    the forward pass's shapes as tensors, which XLA needs as compile-time constants, so TensorFlow
+    evaluated the whole forward pass at compile time, with that step's tokens and weights, and
+    compiled the step anew on every call (the demo's shape: 18.3 s per step instead of 0.58)."""
     return tf.function(functools.partial(block, hp=hp, past=None, dtype=dtype), autograph=False)
 
 

@@ -111,7 +111,8 @@ class TrainStep:
                                self.replicas)
         with tf.GradientTape() as tape:
             logits, _ = model(self.gpt.params(), inputs, self.hp, dtype=self.dtype,
-                              recompute=self.cfg.recompute, logits_dtype=self.dtype)
+                              recompute=self.cfg.recompute, logits_dtype=self.dtype,
+                              one_block=not self.cfg.jit)
             loss = loss_fn(logits, targets)
         grads = tape.gradient(loss, [self.optimizer.weights[n] for n in self.names])
         # The embedding's gradient arrives as a sum of a dense part (output projection) and
