@@ -68,7 +68,7 @@ def config(**kw) -> TrainConfig:
                 precision="fp32",  # the exact reference: compared by value across runs/strategies
                 # What is tested here is the bookkeeping, not the compiler: without XLA, because
                 # each of these ~20 in-process runs would compile a new XLA step whose code the
-                # process never unmaps (about 3,700 memory maps each; README Troubleshooting).
+                # process never unmaps (250-340 memory maps each; README Troubleshooting).
                 xla=False)
     return TrainConfig(**{**base, **kw})
 
