@@ -64,7 +64,7 @@ def filled(spec: dict) -> np.ndarray:
 
 def export(fn_, args, names: dict, out: str, key: str) -> dict:
     """Write `fn`'s HLO for `args` (a structure of tensors) to OUT/KEY.hlo.pb; return its manifest
-    entry. `names` maps id(variable handle) -> name for every variable the program may capture."""
+    entry. `names` (see `naming`) covers every variable the program may capture."""
     import tensorflow as tf
 
     flat = tf.nest.flatten(args)
@@ -73,7 +73,7 @@ def export(fn_, args, names: dict, out: str, key: str) -> dict:
     fn = tf.function(lambda *a: fn_(*tf.nest.pack_sequence_as(args, a)), jit_compile=True,
                      autograph=False)
     cf = fn.get_concrete_function(*specs)
-    captures = [names[id(c)] for c in cf.captured_inputs]
+    captures = [names[id(c)] for c in cf.captured_inputs]  # (name, variable, written)
     # gzip: the module holds constants (masks, position ranges) that compress ~30x, and the GPU
     # machine takes 64 MiB per call.
     with gzip.open(os.path.join(out, f"{key}.hlo.pb.gz"), "wb") as f:
@@ -85,13 +85,12 @@ def export(fn_, args, names: dict, out: str, key: str) -> dict:
     n_root = len(re.findall(r"\b(?:f32|bf16|s32|s64|pred|s8)\[", root.split("=", 1)[1].split(")")[0]))
     params = [{"shape": [int(d) for d in t.shape], "dtype": t.dtype.name, "fill": "given"}
               for t in flat]
-    for name, c in zip(captures, cf.captured_inputs, strict=True):
-        var = names[("var", id(c))]
+    for name, var, _ in captures:
         params.append({"name": name, "shape": [int(d) for d in var.shape],
                        "dtype": var.dtype.name, "fill": fill_of(name)})
     if len(re.findall(r" parameter\(\d+\)", entry)) != len(params):
         raise SystemExit(f"{key}: the HLO's parameters are not the arguments then the captures")
-    written = [len(flat) + i for i, n in enumerate(captures) if names[("written", n)]]
+    written = [len(flat) + i for i, (_, _, w) in enumerate(captures) if w]
     if n_root != n_out + len(written):
         raise SystemExit(f"{key}: {n_root} results, expected {n_out} + {len(written)} updates")
     return {"params": params, "n_out": n_out, "updates": written}
@@ -135,13 +134,8 @@ def train_programs(hp, out: str, check: bool, precisions) -> dict:
 
 
 def naming(variables: dict, written: set) -> dict:
-    """id(handle) -> name, ("var", id) -> the variable, ("written", name) -> whether updated."""
-    names = {}
-    for name, var in variables.items():
-        names[id(var.handle)] = name
-        names[("var", id(var.handle))] = var
-        names[("written", name)] = name in written
-    return names
+    """id(variable handle) -> (name, variable, whether the program updates it)."""
+    return {id(var.handle): (name, var, name in written) for name, var in variables.items()}
 
 
 def gen_programs(hp, out: str, check: bool, precisions) -> dict:
