@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """GPU figures: gpt2easy's XLA programs (run by JAX) against transformers on PyTorch, same GPU.
 
-    .venv/bin/python bench/xla_export.py .gpu/xla            # here: our programs as HLO
+    .venv/bin/python bench/xla_export.py .gpu/xla                        # here: programs as HLO
     python3 bench/gpu.py .gpu/xla                             # there: JAX + torch, no TensorFlow
-    python3 bench/gpu.py /tmp/xla-tiny --check --peers none   # here, on CPU: JAX agrees with TF
+    .venv/bin/python bench/xla_export.py .gpu/tiny --shape tiny --check  # here: a 2-layer model
+    python3 bench/gpu.py .gpu/tiny --check --peers none       # (Python 3.12 with jax==0.11.2): JAX
+                                                              # on the CPU agrees with TensorFlow
 
 What runs: the HLO that TensorFlow compiles for `train.py --xla` (one whole training step: forward,
 loss, gradients, Adam, the weight update) and for generation (the prompt pass and the decode step
@@ -11,8 +13,9 @@ with the key/value cache and top-k drawing), exported by `xla_export.py`, compil
 JAX and fed the same filled values. TensorFlow itself cannot reach the lent GPU machine (see
 `xla_export.py`), so this measures our programs under another build of the same compiler, not the
 TensorFlow runtime: the figures stand for `--xla` on a GPU, not for the plain-graph path.
-Between calls TensorFlow aliases a variable's new value onto the old one; here every update comes
-back as a new buffer (a copy of the weights or the cache per call, which the times include).
+Between calls TensorFlow aliases a variable's new value onto the old one; here no buffer is
+donated, so every update comes back in a new buffer (a copy of the weights or of the cache per
+call, which the times include).
 
 Peers: transformers `GPT2LMHeadModel` with `torch.optim.Adam` (fp32 without TF32, fp32 with TF32
 as XLA and TensorFlow use it by default, bf16 autocast), and `model.generate` with top_k 40 for the
