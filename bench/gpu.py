@@ -76,7 +76,6 @@ class Program:
         self.exe = compiled(os.path.join(folder, f"{key}.hlo.pb.gz"))
         self.compile_s = time.perf_counter() - t
         self.entry, self.store = entry, store
-        self.given = [p for p in entry["params"] if p["fill"] == "given"]
         for p in entry["params"]:
             if p["fill"] != "given" and p["name"] not in store:
                 store[p["name"]] = put(filled(p))
@@ -93,7 +92,6 @@ class Program:
 def put(a: np.ndarray):
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # int64 arguments stay int64 (TensorFlow's seeds)
     return jax.device_put(a, jax.devices()[0])
 
 
@@ -278,6 +276,7 @@ def main(argv=None) -> None:
             and (not args.only or k in args.only.split(","))]
     import jax
 
+    jax.config.update("jax_enable_x64", True)  # int64 arguments stay int64 (TensorFlow's seeds)
     print(f"device: {machine()}; JAX {jax.__version__} on {jax.devices()[0].platform}",
           file=sys.stderr)
     results = {}

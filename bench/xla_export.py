@@ -50,7 +50,7 @@ def fill_of(name: str) -> str:
 
 
 def filled(spec: dict) -> np.ndarray:
-    """The values of a filled argument (the same function as `gpu.py`'s, which has no TF)."""
+    """The values of a filled argument (`gpu.py` imports it: it needs no TensorFlow)."""
     import ml_dtypes
 
     dtype = ml_dtypes.bfloat16 if spec["dtype"] == "bfloat16" else np.dtype(spec["dtype"])
@@ -158,7 +158,7 @@ def gen_programs(hp, out: str, check: bool, precisions) -> dict:
                 variables[f"cache/{i}/k"], variables[f"cache/{i}/v"] = k, v
             names = naming(variables, written={k for k in variables if k.startswith("cache")})
             key = f"gen-{precision}-b{batch}"
-            pre = prompt_args(gen, prompts, new, controls)
+            pre = gen.prompt_inputs(prompts, new, controls)[1]
             entry = {"kind": "gen", "batch": batch, "prompt": n, "new": new,
                      "precision": precision,
                      "prefill": export(compiled.prefill, pre, names, out, f"{key}.prefill"),
@@ -172,25 +172,6 @@ def gen_programs(hp, out: str, check: bool, precisions) -> dict:
                                            axis=1).tolist()
             entries[key] = entry
     return entries
-
-
-def prompt_args(gen, prompts, new: int, controls):
-    """The prompt pass's arguments exactly as `Generator.start` builds them (equal-length rows)."""
-    import tensorflow as tf
-
-    from gpt2easy.generate import Rows, cache_bucket, prompt_bucket
-
-    batch, n = prompts.shape
-    p = prompt_bucket(n, cache_bucket(n + new - 1, gen.hp.n_ctx))
-    padded = np.zeros([batch, p], np.int32)
-    padded[:, :n] = prompts
-    seen = np.zeros([batch, gen.hp.n_vocab], bool)
-    for r in range(batch):
-        seen[r, prompts[r]] = True
-    rows = Rows(tf.zeros([batch], tf.int32), tf.zeros([batch], tf.int64),
-                tf.range(batch, dtype=tf.int32), tf.zeros([batch], tf.int64))
-    return (tf.constant(padded), tf.constant(n - 1), tf.constant(seen),
-            tf.zeros([batch], tf.bool), rows, controls)
 
 
 def main(argv=None) -> None:

@@ -412,6 +412,13 @@ class Generator:
         here; `done` (bool [batch]) marks rows that only pad; `streams`/`lanes`/`seeds` (int
         [batch]) choose each row's noise (default 0, the row index and 0; see the module
         docstring)."""
+        cache_len, args = self.prompt_inputs(prompts, length, controls, done, streams, lanes, seeds)
+        compiled = self.compiled_for(len(args[0]), cache_len)
+        return compiled, compiled.prefill(*args)
+
+    def prompt_inputs(self, prompts, length: int, controls: Controls, done=None, streams=None,
+                      lanes=None, seeds=None) -> tuple[int, tuple]:  # fmt: skip
+        """(cache length, the prompt pass's arguments) for `start`'s arguments."""
         rows = [np.asarray(p, dtype=np.int32).reshape(-1) for p in prompts]
         batch, n = len(rows), max((len(r) for r in rows), default=0)
         if batch < 1 or min(len(r) for r in rows) < 1:
@@ -432,12 +439,10 @@ class Generator:
         seeds = np.zeros(batch, np.int64) if seeds is None else np.asarray(seeds, np.int64)
         if any(a.shape != (batch,) for a in (done, streams, lanes, seeds)):
             raise ValueError(f"done, streams, lanes and seeds need one entry per row ({batch})")
-        compiled = self.compiled_for(batch, cache_len)
         rows_state = Rows(tf.constant(offset), tf.constant(streams), tf.constant(lanes),
                           tf.constant(seeds))  # fmt: skip
-        state = compiled.prefill(tf.constant(padded), tf.constant(n - 1), tf.constant(seen),
-                                 tf.constant(done), rows_state, controls)  # fmt: skip
-        return compiled, state
+        return cache_len, (tf.constant(padded), tf.constant(n - 1), tf.constant(seen),
+                           tf.constant(done), rows_state, controls)
 
     def warm_up(self, batch: int, n: int, length: int) -> None:
         """Compile the prompt pass and the step for `batch` prompts of `n` tokens and `length`
