@@ -88,3 +88,16 @@ def test_cli_turns_user_errors_into_one_line_and_exit_2(tmp_path):
 def test_cli_keeps_success_quiet(tmp_path):
     result = _script(tmp_path, "def main(value=1):\n    print(value * 2)\ncli.run(main)\n")
     assert result.returncode == 0 and result.stdout == "6\n" and result.stderr == ""
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_tensorflow_import_pauses_the_collector_and_freezes_for_commands(tmp_path, freeze):
+    # The command lines freeze what the import made (faster collections later); the Python API
+    # (freeze=False) leaves the caller's objects collectable. Either way the collector runs after.
+    result = _script(tmp_path, "import gc\n"
+                               f"cli.quiet_tensorflow(freeze={freeze})\n"
+                               "print(gc.isenabled(), gc.get_freeze_count())\n")
+    assert result.returncode == 0, result.stderr
+    enabled, frozen = result.stdout.split()
+    assert enabled == "True"
+    assert (int(frozen) > 100_000) if freeze else (frozen == "0")

@@ -84,10 +84,11 @@ def _command_config(cls, what: str, paths: dict, options: dict):
 
 
 def _tensorflow() -> None:
-    """Import TensorFlow as the command lines do (quiet, oneDNN on)."""
+    """Import TensorFlow as the command lines do (quiet, oneDNN on), but leave the caller's
+    objects to the garbage collector (no `gc.freeze`)."""
     from .cli import quiet_tensorflow
 
-    quiet_tensorflow()
+    quiet_tensorflow(freeze=False)
 
 
 # --- download and encode ----------------------------------------------------------------------
