@@ -198,3 +198,21 @@ def test_training_samples_let_top_p_replace_top_k(tmp_path, vocab_dir):
     assert not np.array_equal(got, reference(1, 0.95))  # top_k 1 would be greedy
     got = SampleWriter(gpt, vocab_dir, tmp_path, top_k=1, top_p=0.0, **common).generate(7, (1, 2))[:, 1:]
     np.testing.assert_array_equal(got, reference(1, 1.0))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 50257), (1, 64)])
+def test_quick_softmax_is_tf_softmax_bit_for_bit_under_xla(shape):
+    # quick_ops.softmax stands in for tf.nn.softmax in the compiled decoder (it compiles ~50x
+    # faster): under XLA it must give exactly the same numbers, masked (-1e10) and -inf entries too.
+    from gpt2easy.quick_ops import softmax
+
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    x[rng.random(shape) < 0.2] = -1e10
+    x[rng.random(shape) < 0.2] = -np.inf
+    x[..., 0] = 1.0  # every row keeps something
+    compiled = lambda f: tf.function(f, jit_compile=True, autograph=False)  # noqa: E731
+    ours = compiled(softmax)(x).numpy()
+    theirs = compiled(lambda t: tf.nn.softmax(t, axis=-1))(x).numpy()
+    assert np.array_equal(ours, theirs)
+    np.testing.assert_allclose(softmax(tf.constant(x)).numpy(), theirs, rtol=1e-5, atol=1e-12)

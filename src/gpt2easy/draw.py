@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from .quick_ops import softmax
+
 NEG_INF = float("-inf")
 FAST_K = 64  # 0 < top_k <= FAST_K: sample among the FAST_K largest logits (the fast path)
 
@@ -67,7 +69,7 @@ def top_p_filter(logits: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
     p = tf.convert_to_tensor(p, tf.float32)
 
     def apply():
-        probs = tf.nn.softmax(logits, axis=-1)
+        probs = softmax(logits)
         keys = sortable_keys(logits)
         mass_ok = lambda keep: tf.reduce_sum(tf.where(keep, probs, 0.0), axis=-1) >= p  # noqa: E731
         t = _bisect_keys(keys, mass_ok)
@@ -155,7 +157,7 @@ def _draw_top(logits, seed, top_k, top_p, lanes):
     rank = tf.range(values.shape[-1])
     kth = tf.reduce_min(tf.where(rank < top_k, values, float("inf")), axis=-1, keepdims=True)
     values = tf.where(values >= kth, values, NEG_INF)
-    probs = tf.nn.softmax(values, axis=-1)
+    probs = softmax(values)
     before = tf.cumsum(probs, axis=-1, exclusive=True)
     nucleus = (top_p <= 0.0) | (top_p >= 1.0) | (before < top_p)
     values = tf.where(nucleus, values, NEG_INF)

@@ -71,6 +71,7 @@ from tensorflow.compiler.tf2xla.python import xla
 
 from . import draw
 from .model import COMPUTE_DTYPES, MASKED, gelu, norm
+from .quick_ops import softmax
 
 logger = logging.getLogger(__name__)
 ATTEND_WIDTHS = (64, 128, 256, 512)  # the decode step attends over the first W cache positions
@@ -168,8 +169,9 @@ class Generator:
         self._blocks = {}  # (kind, wide) -> tf.function of one block (_block_fn); "draw": _draw_fn
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
-        """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype."""
-        return tf.cast(tf.transpose(var[0]), self.dtype)
+        """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype (cast
+        before the transposition: bf16 moves half the bytes)."""
+        return tf.transpose(tf.cast(tf.reshape(var, var.shape[1:]), self.dtype))
 
     def refresh(self) -> None:
         """Copy the model's current weights into the prepared copies (after training steps), in
@@ -287,7 +289,7 @@ class Generator:
         """q [b, h, nq, d], k/v [b, h, nk, d] in the cache dtype, mask [b, 1, nq, nk] -> [b*nq, e]."""
         scores = tf.matmul(self._to(q, wide), k, transpose_b=True)
         scores = self._from(scores) * (1.0 / math.sqrt(self.hp.head_dim))
-        probs = tf.nn.softmax(tf.where(mask, scores, MASKED), axis=-1)
+        probs = softmax(tf.where(mask, scores, MASKED))
         out = self._from(tf.matmul(self._to(probs, wide), v))
         return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [-1, self.hp.n_embd])
 

@@ -14,8 +14,6 @@ from collections.abc import Iterable, Iterator
 
 from . import sample
 from .api import check_options
-from .checkpoint import load_model
-from .encoder import get_encoder
 from .errors import UserError
 from .folders import ModelFlags
 from .generate import Generator
@@ -47,8 +45,8 @@ class Model:
     def open(cls, flags: ModelFlags, precision: str, checkpoint_dir: str = "checkpoint") -> Model:
         hp, folder, prefix = open_model(flags.models_dir, flags.model_name, flags.run_name,
                                         flags.checkpoint, checkpoint_dir)  # fmt: skip
-        encoder = get_encoder(folder)
-        return cls(Generator(load_model(prefix, hp), precision), encoder, hp, prefix, precision)
+        generator, encoder = sample.read_model((hp, folder, prefix), precision)
+        return cls(generator, encoder, hp, prefix, precision)
 
     def __repr__(self) -> str:
         hp = self.hparams

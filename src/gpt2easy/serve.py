@@ -69,18 +69,15 @@ class ServeConfig(ModelFlags):
 def build_service(cfg: ServeConfig, opened: tuple | None = None):
     """Load the model and make the `server.Service` (worker thread started, generation compiled);
     `opened`: what `locate.open_model` found for the flags, when the caller looked already."""
-    from .checkpoint import load_model
-    from .encoder import get_encoder
-    from .generate import Generator
     from .locate import open_model
     from .openai_api import Limits
+    from .sample import read_model
     from .scheduler import BatchingEngine, Scheduler
     from .server import Service
 
     hp, folder, prefix = opened or open_model(cfg.models_dir, cfg.model_name, cfg.run_name,
                                               cfg.checkpoint)
-    encoder = get_encoder(folder)
-    generator = Generator(load_model(prefix, hp), cfg.precision)
+    generator, encoder = read_model((hp, folder, prefix), cfg.precision)
     engine = BatchingEngine(generator, max_rows=cfg.max_batch)
     engine.warm_up()
     scheduler = Scheduler(engine, encoder, max_batch=cfg.max_batch, max_queue=cfg.max_queue).start()
