@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from gpt2easy import sample
 from gpt2easy.errors import UserError
-from gpt2easy.generate import Controls, Generator, cache_bucket, prompt_bucket
+from gpt2easy.generate import Controls, Generator, cache_bucket, draw_function, prompt_bucket
 from gpt2easy.hparams import HParams
 from gpt2easy.model import GPT2, model
 from gpt2easy.tokens import ENDOFTEXT_ID
@@ -57,6 +57,18 @@ def test_the_first_token_comes_before_the_step_is_traced(gpt2):
     again = [t for t, _ in generator.generate(np.array([[1, 2, 3]]), 5,
                                               Controls.make(seed=(3, 0), top_k=5))]  # fmt: skip
     np.testing.assert_array_equal(np.stack([first, *rest]), np.stack(again))
+
+
+def test_generators_share_one_draw_per_batch_size():
+    """The draw holds no variables: every generator of a vocabulary size calls one traced draw
+    per batch size (a second model loaded in the same process does not trace it again)."""
+    hp = HParams(n_vocab=81, n_ctx=40, n_embd=16, n_head=2, n_layer=2)  # a draw of its own
+    for seed in (5, 6):
+        generator = Generator(GPT2(hp, seed=seed), "bf16")
+        list(generator.generate(np.array([[1, 2, 3]]), 4, Controls.make(seed=(1, 0), top_k=5)))
+        assert draw_function(hp.n_vocab).experimental_get_tracing_count() == 1
+    list(generator.generate(np.array([[1, 2, 3], [4, 5, 6]]), 4, Controls.make(seed=(1, 0))))
+    assert draw_function(hp.n_vocab).experimental_get_tracing_count() == 2
 
 
 def test_warm_up_compiles_the_prompt_pass_and_the_step(gpt2):

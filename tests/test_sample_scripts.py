@@ -187,3 +187,25 @@ def test_ctrl_c_while_sampling_interrupts_at_the_next_write():
             out.write("two")  # raised here
     assert buffer.getvalue() == "one "
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_second_launch_compiles_nothing(root, models, tmp_path):
+    # The XLA cache is keyed by the compiled programs, names included: a second launch with the
+    # same settings must find every program the first one compiled (none added), whatever order
+    # its threads ran in (reading the weights beside the vocabulary must not rename anything).
+    cache = tmp_path / "cache"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GPT2EASY_CACHE": str(cache)}
+    env.pop("GPT2EASY_XLA_CACHE", None)
+    argv = [sys.executable, str(root / "interactive_conditional_samples.py"), "--models_dir",
+            str(models), "--model_name", "tiny", "--length", "6", "--seed", "3", "--top_k", "5"]
+
+    def launch() -> tuple[str, list[str]]:
+        out = subprocess.run(argv, input="Hello\n", capture_output=True, text=True, timeout=300,
+                             env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout, sorted(p.name for p in cache.rglob("xla_compile_cache*"))
+
+    first, programs = launch()
+    assert len(programs) == 2  # the prompt pass and the step
+    for _ in range(2):
+        assert launch() == (first, programs)

@@ -128,6 +128,30 @@ class Controls(NamedTuple):
         )  # fmt: skip
 
 
+def _draw(n_vocab: int, logits, seen, done, pos, rows: Rows, c: Controls) -> State:
+    """Every row's token for cache position `pos` from `logits` [batch, n_vocab], drawn with the
+    noise of the row's own position (see the module docstring). Rows already done get
+    `max(eos, 0)` as padding."""
+    position = tf.cast(pos - rows.offset, tf.int64)
+    seeds = tf.stack([c.seed[0] + rows.seed, (c.seed[1] + rows.stream) * 2**20 + position], axis=1)
+    token = draw.sample_tokens(
+        logits, seeds, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
+        penalty=c.penalty, seen=seen, lanes=rows.lane,
+    )  # fmt: skip
+    token = tf.where(done, tf.maximum(c.eos, 0), token)
+    done = done | (token == c.eos)
+    seen = seen | tf.cast(tf.one_hot(token, n_vocab, dtype=tf.int8), tf.bool)
+    return State(token, logits, seen, done, pos, rows)
+
+
+@functools.cache
+def draw_function(n_vocab: int):
+    """`_draw` as one `tf.function` that every prompt pass and step of every generator in the
+    process calls (it holds no variables): traced once per batch size (0.15-0.3 s on 124M, mostly
+    the filters' loops and conditions), not once in each compiled function or generator."""
+    return tf.function(functools.partial(_draw, n_vocab), autograph=False)
+
+
 class Compiled(NamedTuple):
     """The cache variables of one (batch, cache_len) and the functions compiled for them."""
 
@@ -166,7 +190,7 @@ class Generator:
             name: var for name, var in model.weights.items() if name.endswith(MATRICES)
         } if self.dtype == tf.float32 else {}
         self.compiled = {}  # (batch, cache_len) -> Compiled
-        self._blocks = {}  # (kind, wide) -> tf.function of one block (_block_fn); "draw": _draw_fn
+        self._blocks = {}  # (kind, wide) -> tf.function of one block (_block_fn)
 
     def _prepared(self, var: tf.Variable) -> tf.Tensor:
         """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype (cast
@@ -363,7 +387,7 @@ class Generator:
         for i in range(self.hp.n_layer):
             x = block(x, self._layer_weights(i, wide), cache[i], mask)
         x = tf.gather(tf.reshape(x, [batch, p, -1]), last, axis=1)
-        return self._draw_fn()(self._logits(x, wide), seen, done, last + 1, rows, c)
+        return draw_function(self.hp.n_vocab)(self._logits(x, wide), seen, done, last + 1, rows, c)
 
     def _step(self, cache, wide, token, pos, offset):
         """One token per row at position `pos`: writes its keys/values into the cache variables
@@ -380,30 +404,7 @@ class Generator:
     def _sample_step(self, cache, wide, state: State, c: Controls) -> State:
         """Feed every row's token at `state.pos`, then draw the next one from the new logits."""
         logits = self._step(cache, wide, state.token, state.pos, state.rows.offset)
-        return self._draw_fn()(logits, state.seen, state.done, state.pos + 1, state.rows, c)
-
-    def _draw_fn(self):
-        """`_draw` as one `tf.function` that the prompt pass and the step both call: traced once
-        (0.2-0.3 s on 124M, mostly the filters' loops and conditions), not once in each."""
-        if "draw" not in self._blocks:
-            self._blocks["draw"] = tf.function(self._draw, autograph=False)
-        return self._blocks["draw"]
-
-    def _draw(self, logits, seen, done, pos, rows: Rows, c: Controls) -> State:
-        """Every row's token for cache position `pos` from `logits` [batch, n_vocab], drawn with
-        the noise of the row's own position (see the module docstring). Rows already done get
-        `max(eos, 0)` as padding."""
-        position = tf.cast(pos - rows.offset, tf.int64)
-        seeds = tf.stack([c.seed[0] + rows.seed, (c.seed[1] + rows.stream) * 2**20 + position],
-                         axis=1)  # fmt: skip
-        token = draw.sample_tokens(
-            logits, seeds, temperature=c.temperature, top_k=c.top_k, top_p=c.top_p,
-            penalty=c.penalty, seen=seen, lanes=rows.lane,
-        )  # fmt: skip
-        token = tf.where(done, tf.maximum(c.eos, 0), token)
-        done = done | (token == c.eos)
-        seen = seen | tf.cast(tf.one_hot(token, self.hp.n_vocab, dtype=tf.int8), tf.bool)
-        return State(token, logits, seen, done, pos, rows)
+        return draw_function(self.hp.n_vocab)(logits, state.seen, state.done, state.pos + 1, state.rows, c)
 
     # --- host side ----------------------------------------------------------------------------
 

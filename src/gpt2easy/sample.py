@@ -215,8 +215,11 @@ def read_model(opened: tuple, precision: str):
     """(Generator, encoder) for what `locate.open_model` found: (hparams, vocabulary folder,
     checkpoint prefix). The weights are read (and the decoder's copies made) in a second thread
     while this one builds the vocabulary: reading runs in TensorFlow's C++ code, building in
-    Python, so on 2 cores the vocabulary's 0.13-0.2 s come off a launch. An error in the vocabulary
-    is raised first, as when they were read one after the other."""
+    Python, so on 2 cores the vocabulary's 0.13-0.2 s come off a launch. Nothing here traces a
+    function meanwhile: TensorFlow numbers traced functions and every new tensor from one counter,
+    and the compiled programs' names (part of their key in the XLA cache) must not depend on which
+    thread got there first. An error in the vocabulary is raised first, as when they were read one
+    after the other."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .checkpoint import load_model
