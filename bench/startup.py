@@ -19,6 +19,8 @@ compiled. Measured, each launch a fresh process, one at a time:
   first step's log line (`[1 | ...] loss=...`), each launch a new run name.
 A launch's time also depends on the operating system's file cache (the weights are read from disk the
 first time); the first launch here follows writing the model, so its weights are in that cache.
+Python may write its compiled modules (`__pycache__`) during launch 1, as it does on a user's
+machine, even where the environment says PYTHONDONTWRITEBYTECODE.
 """
 
 import json
@@ -151,6 +153,9 @@ def main(launches: int = 3, train: bool = True, sample: bool = True, warm: bool 
         make_model(os.path.join(models, "124M"))
         env = dict(os.environ, GPT2EASY_CACHE=os.path.join(tmp, "cache"))
         env.pop("GPT2EASY_XLA_CACHE", None)
+        # As on a user's machine: Python keeps the modules it compiled (some sandboxes turn that
+        # off, which costs every launch 0.05-0.1 s compiling gpt2easy's modules again).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         flags = [f"--models_dir={models}", "--model_name=124M"]
         print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; 124M, random weights, empty XLA cache")
         script = [sys.executable, os.path.join(ROOT, "interactive_conditional_samples.py"), *flags,
