@@ -178,6 +178,23 @@ def test_xla_step_takes_its_tokens_as_an_argument(kw):
     assert not re.search(r"= (f32|bf16)\[\d[^\]]*\]\S* constant\(", hlo)
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_xla_step_is_the_same_program_whatever_the_seed(noise):
+    """The XLA cache keys a program by its HLO: a seed baked in as a constant made every `--xla`
+    run with a new (random) seed compile and cache its step anew. The seed is a value it reads."""
+    args = (tf.constant(batch(5, (2, 2, 9))), tf.constant(1e-2), tf.constant(0, tf.int64),
+            tf.constant(0.0))
+    constants = []
+    for seed in (1, 2):
+        gpt = GPT2(HP, initial_weights(HP, 0))
+        step = TrainStep(gpt, Optimizer("adam", gpt.weights),
+                         StepConfig(batch_size=2, window=8, accumulate=2, noise=noise, seed=seed,
+                                    jit=True))  # fmt: skip
+        hlo = step.dist.fn.experimental_get_compiler_ir(*args)(stage="hlo")
+        constants.append(sorted(re.findall(r"constant\(([^)]*)\)", hlo)))
+    assert constants[0] == constants[1]
+
+
 def test_bf16_step_tracks_fp32():
     rows = batch(4, (1, 2, 9))
     gpt32, s32 = make_step(kind="adam")

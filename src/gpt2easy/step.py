@@ -83,6 +83,10 @@ class TrainStep:
         self.names = list(optimizer.weights)
         strategy = strategy or tf.distribute.get_strategy()
         self.replicas = distribute.num_replicas(strategy)
+        with strategy.scope():  # a value the step reads, not a constant in it: the compiled
+            # program (and its key in the XLA cache) is then the same whatever the seed; as a
+            # constant every `--xla` run with a new (random) seed compiled and cached it anew
+            self.seed0 = tf.Variable(np.int64(cfg.seed) * 2, trainable=False, name="noise_seed")
         grads = self.grads
         if cfg.jit and self.replicas > 1:  # XLA per replica; the all-reduce stays outside it
             grads = tf.function(self.grads, jit_compile=True, autograph=False)
@@ -123,7 +127,7 @@ class TrainStep:
         """Mean loss and gradients (one per trained weight, in `self.names` order) over the
         `accumulate` micro-batches of `tokens` [accumulate, batch, window + 1]."""
         n = self.cfg.accumulate
-        seed0 = tf.cast(self.cfg.seed, tf.int64) * 2
+        seed0 = self.seed0.read_value()
         if n == 1:
             return self._loss_and_grads(tokens[0], tf.stack([seed0, step]))
 
