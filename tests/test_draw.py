@@ -216,3 +216,6 @@ def test_quick_softmax_is_tf_softmax_bit_for_bit_under_xla(shape):
     theirs = compiled(lambda t: tf.nn.softmax(t, axis=-1))(x).numpy()
     assert np.array_equal(ours, theirs)
     np.testing.assert_allclose(softmax(tf.constant(x)).numpy(), theirs, rtol=1e-5, atol=1e-12)
+    unknown = tf.TensorSpec([None] * len(shape), tf.float32)  # shapes known only when it runs
+    dynamic = tf.function(softmax, input_signature=[unknown], autograph=False)
+    np.testing.assert_allclose(dynamic(x).numpy(), theirs, rtol=1e-5, atol=1e-12)

@@ -13,9 +13,11 @@ import tensorflow as tf
 
 
 def softmax(x: tf.Tensor) -> tf.Tensor:
-    """`tf.nn.softmax` over the last axis (x's shape static). `SoftmaxCrossEntropyWithLogits` has a
-    direct XLA kernel whose second output, with zero labels, is exactly that softmax (the same
-    max, exponentials, sum and division; tested bit for bit against `tf.nn.softmax` under XLA)."""
-    flat = tf.reshape(x, [-1, x.shape[-1]])
+    """`tf.nn.softmax` over the last axis. `SoftmaxCrossEntropyWithLogits` has a direct XLA kernel
+    whose second output, with zero labels, is exactly that softmax (the same max, exponentials,
+    sum and division; tested bit for bit against `tf.nn.softmax` under XLA)."""
+    x = tf.convert_to_tensor(x)
+    shape = x.shape if x.shape.is_fully_defined() else tf.shape(x)
+    flat = tf.reshape(x, [-1, tf.shape(x)[-1] if x.shape[-1] is None else x.shape[-1]])
     probs = tf.raw_ops.SoftmaxCrossEntropyWithLogits(features=flat, labels=tf.zeros_like(flat))[1]
-    return tf.reshape(probs, x.shape)
+    return tf.reshape(probs, shape)
