@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from gpt2easy import compile_cache, machine
 
@@ -94,3 +95,30 @@ def test_auto_precision_reaches_the_generator_and_the_trainer(monkeypatch, tmp_p
     except RuntimeError:
         pass
     assert seen["p"] == "bf16"
+
+
+def test_cache_stays_under_its_limit_least_recently_used_first(tmp_path):
+    folder = tmp_path / "xla" / "tf-9.9-abc"
+    folder.mkdir(parents=True)
+    now = time.time()
+    for i in range(10):  # 10 programs of 100 bytes, program 0 used longest ago
+        path = folder / f"xla_compile_cache__{i}.pb"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (now - 1000 + i, now - 1000 + i))
+    assert compile_cache.prune(folder, limit=1000) == 0  # at the limit: nothing goes
+    assert compile_cache.prune(folder, limit=800) == 4  # down to 3/4 of 800: 6 programs left
+    assert sorted(p.name for p in folder.iterdir()) == [f"xla_compile_cache__{i}.pb" for i in range(4, 10)]
+    stale, fresh = tmp_path / "xla" / "tf-1.0-old", tmp_path / "xla" / "tf-1.0-other-cpu"
+    for sibling, age in ((stale, 31), (fresh, 29)):
+        sibling.mkdir()
+        (sibling / "p.pb").write_bytes(b"y")
+        os.utime(sibling / "p.pb", (now - age * 86400, now - age * 86400))
+    assert compile_cache.prune(folder, limit=10**6) == 1
+    assert not stale.exists() and fresh.exists() and len(list(folder.iterdir())) == 6
+
+
+def test_cache_limit_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GPT2EASY_XLA_CACHE_GB", "0.5")
+    assert compile_cache.limit_bytes() == 512 * 1024**2
+    monkeypatch.setenv("GPT2EASY_XLA_CACHE_GB", "lots")
+    assert compile_cache.limit_bytes() == 2 * 1024**3

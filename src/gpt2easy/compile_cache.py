@@ -10,6 +10,12 @@ for one TensorFlow or one CPU's instruction set (AVX-512 here, AVX2 there: a hom
 between machines) is never loaded by another. A different model shape, batch, cache length or dtype
 changes the program and so its key. `GPT2EASY_XLA_CACHE=0` turns the cache off. It must be set up
 before TensorFlow is imported: `cli.quiet_tensorflow` calls `enable()`.
+
+TensorFlow never deletes a program, so `enable()` also keeps the folder under a size limit
+(`GPT2EASY_XLA_CACHE_GB`, default 2): past it, the least recently used programs go until three
+quarters of the limit are left, and the folders of other TensorFlow versions or CPUs go once
+nothing in them was used for 30 days. "Used" is the file's access time where the file system keeps
+it (Linux's default updates it at most daily), else its creation.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import shutil
+import time
 from pathlib import Path
 
 from .machine import cpu_flags, cpu_name
@@ -67,4 +75,49 @@ def enable() -> Path | None:
         logger.debug("no XLA compilation cache (%s)", e)
         return None
     os.environ["TF_XLA_FLAGS"] = f"{flags} {FLAG}={folder}".strip()
+    try:
+        prune(folder, limit_bytes())
+    except OSError as e:  # another process pruning, a read-only file: never stop a command for it
+        logger.debug("XLA cache not pruned (%s)", e)
     return folder
+
+
+def limit_bytes() -> int:
+    """`GPT2EASY_XLA_CACHE_GB` (default 2) in bytes."""
+    try:
+        gigabytes = float(os.environ.get("GPT2EASY_XLA_CACHE_GB", "2"))
+    except ValueError:
+        gigabytes = 2.0
+    return int(max(gigabytes, 0.0) * 1024**3)
+
+
+def _used(stat: os.stat_result) -> float:
+    return max(stat.st_atime, stat.st_mtime)
+
+
+def prune(folder: Path, limit: int, stale_days: float = 30.0) -> int:
+    """Delete the least recently used programs in `folder` while it holds more than `limit` bytes
+    (down to three quarters of it), and sibling folders (other TensorFlow versions or CPUs) whose
+    files were all last used over `stale_days` ago. Returns the number of files deleted."""
+    entries = []
+    for path in folder.iterdir():
+        stat = path.stat()
+        if path.is_file():
+            entries.append((_used(stat), stat.st_size, path))
+    total, deleted = sum(size for _, size, _ in entries), 0
+    if total > limit:
+        for _, size, path in sorted(entries):
+            if total <= limit * 3 // 4:
+                break
+            path.unlink(missing_ok=True)
+            total, deleted = total - size, deleted + 1
+        logger.debug("XLA cache %s: deleted %d least recently used programs", folder, deleted)
+    old = time.time() - stale_days * 86400
+    for sibling in folder.parent.iterdir():
+        if sibling == folder or not sibling.is_dir() or not sibling.name.startswith("tf-"):
+            continue
+        files = [p for p in sibling.iterdir() if p.is_file()]
+        if all(_used(p.stat()) < old for p in files):
+            deleted += len(files)
+            shutil.rmtree(sibling, ignore_errors=True)
+    return deleted
