@@ -261,11 +261,13 @@ def encode_peak_rss(root: Path, models: Path, folder: Path, megabytes: int) -> i
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux only)")
 def test_memory_stays_bounded_on_a_big_file(root, models, tmp_path):
     """Streaming: the peak memory of encode.py (all processes) does not grow with the file. A file
-    of MEMORY_TEST_MB MB (default 180: 90M ids) peaks within 30 MiB of one half its size, and under
+    of MEMORY_TEST_MB MB (default 180: 90M ids) peaks within 45 MiB of one half its size, and under
     MEMORY_BOUND_MIB (the README's figure for 1 GB, with room for noise). Not streaming would add
-    the text (180 MB) or its ids (+90 MiB) to the bigger run."""
+    the text (180 MB) or its ids (+90 MiB) to the bigger run. The summed peak, sampled every 20 ms,
+    moves by up to 30 MiB between runs of the same file (282-306 MiB for the half size, 2026-12-04;
+    one CI run failed a 30 MiB bound by 0.1 MiB)."""
     small = encode_peak_rss(root, models, tmp_path, MEMORY_TEST_MB // 2)
     big = encode_peak_rss(root, models, tmp_path, MEMORY_TEST_MB)
     grown = (big - small) / 2**20
-    assert grown < 30, f"peak grew by {grown:.0f} MiB from {MEMORY_TEST_MB // 2} to {MEMORY_TEST_MB} MB"
+    assert grown < 45, f"peak grew by {grown:.0f} MiB from {MEMORY_TEST_MB // 2} to {MEMORY_TEST_MB} MB"
     assert big < MEMORY_BOUND_MIB * 2**20, f"peak {big / 2**20:.0f} MiB"
