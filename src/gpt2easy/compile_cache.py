@@ -91,19 +91,19 @@ def limit_bytes() -> int:
     return int(max(gigabytes, 0.0) * 1024**3)
 
 
-def _used(stat: os.stat_result) -> float:
-    return max(stat.st_atime, stat.st_mtime)
+def _files(folder: Path) -> list[tuple[float, int, Path]]:
+    """(last used, size, path) of the files in `folder`; "used": access time where the file
+    system keeps it, else the last write."""
+    with os.scandir(folder) as entries:
+        stats = [(e.path, e.stat()) for e in entries if e.is_file()]
+    return [(max(st.st_atime, st.st_mtime), st.st_size, Path(p)) for p, st in stats]
 
 
 def prune(folder: Path, limit: int, stale_days: float = 30.0) -> int:
     """Delete the least recently used programs in `folder` while it holds more than `limit` bytes
     (down to three quarters of it), and sibling folders (other TensorFlow versions or CPUs) whose
     files were all last used over `stale_days` ago. Returns the number of files deleted."""
-    entries = []
-    for path in folder.iterdir():
-        stat = path.stat()
-        if path.is_file():
-            entries.append((_used(stat), stat.st_size, path))
+    entries = _files(folder)
     total, deleted = sum(size for _, size, _ in entries), 0
     if total > limit:
         for _, size, path in sorted(entries):
@@ -116,8 +116,8 @@ def prune(folder: Path, limit: int, stale_days: float = 30.0) -> int:
     for sibling in folder.parent.iterdir():
         if sibling == folder or not sibling.is_dir() or not sibling.name.startswith("tf-"):
             continue
-        files = [p for p in sibling.iterdir() if p.is_file()]
-        if all(_used(p.stat()) < old for p in files):
+        files = _files(sibling)
+        if all(used < old for used, _, _ in files):
             deleted += len(files)
             shutil.rmtree(sibling, ignore_errors=True)
     return deleted

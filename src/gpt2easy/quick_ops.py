@@ -17,7 +17,6 @@ def softmax(x: tf.Tensor) -> tf.Tensor:
     whose second output, with zero labels, is exactly that softmax (the same max, exponentials,
     sum and division; tested bit for bit against `tf.nn.softmax` under XLA)."""
     x = tf.convert_to_tensor(x)
-    shape = x.shape if x.shape.is_fully_defined() else tf.shape(x)
-    flat = tf.reshape(x, [-1, tf.shape(x)[-1] if x.shape[-1] is None else x.shape[-1]])
+    flat = tf.reshape(x, [-1, tf.shape(x)[-1]])  # static where x's shape is: XLA sees constants
     probs = tf.raw_ops.SoftmaxCrossEntropyWithLogits(features=flat, labels=tf.zeros_like(flat))[1]
-    return tf.reshape(probs, shape)
+    return tf.reshape(probs, tf.shape(x))
