@@ -254,7 +254,8 @@ def quiet_tensorflow(capture: bool = True, freeze: bool = True) -> None:
     functions makes many objects) kept walking TensorFlow's. Measured on 2 cores (2026-12-04): 18%
     of `import tensorflow` was collection; a second launch of the interactive script to its first
     token about 0.5-1 s sooner. `freeze=False` (the Python API, inside a user's process, whose own
-    objects must stay collectable) only pauses the collector during the import.
+    objects must stay collectable) only pauses the collector during the import. Commands also
+    import TensorFlow without Keras (`lean_import`; the Python API leaves a user's Keras alone).
     """
     # Level 3: TensorFlow's C++ errors are also its own chatter here (the XLA cache logs a harmless
     # parse error on every load); real failures still reach Python as exceptions with their message.
@@ -266,12 +267,14 @@ def quiet_tensorflow(capture: bool = True, freeze: bool = True) -> None:
 
     require_tensorflow()
     compile_cache.enable()
+    from . import lean_import
     from .ahead import HeldStderr
 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with HeldStderr(TF_NOISE) if capture else contextlib.nullcontext():
+        with (HeldStderr(TF_NOISE) if capture else contextlib.nullcontext(),
+              lean_import.without("keras", "tf_keras") if freeze else contextlib.nullcontext()):
             import tensorflow  # noqa: F401
     finally:
         if freeze:
