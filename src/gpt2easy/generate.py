@@ -70,8 +70,8 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
 from . import draw
-from .model import COMPUTE_DTYPES, MASKED, gelu, norm
-from .quick_ops import softmax
+from .model import COMPUTE_DTYPES, MASKED
+from .quick_ops import gelu, layer_norm, softmax
 
 logger = logging.getLogger(__name__)
 ATTEND_WIDTHS = (64, 128, 256, 512)  # the decode step attends over the first W cache positions
@@ -283,7 +283,7 @@ class Generator:
         return self._from(y) + ws[f"{name}/b"]
 
     def _logits(self, x, wide):
-        h = norm(x, self.w["model/ln_f/g"], self.w["model/ln_f/b"])
+        h = layer_norm(x, self.w["model/ln_f/g"], self.w["model/ln_f/b"])
         w, h = self._weight("wte_out", wide), self._to(h, wide)
         y = tf.matmul(h, w) if wide else tf.matmul(h, w, transpose_b=True)
         return self._from(y)
@@ -297,10 +297,10 @@ class Generator:
     def _layer(self, x, ws, attend_fn, wide):
         """One block on x [rows, n_embd] with its weights `ws` (`_layer_weights`);
         attend_fn(q, k, v [rows, n_embd]) -> [rows, n_embd]."""
-        h = norm(x, ws["ln_1/g"], ws["ln_1/b"])
+        h = layer_norm(x, ws["ln_1/g"], ws["ln_1/b"])
         q, k, v = tf.split(self._dense(h, ws, "attn/c_attn", wide), 3, axis=-1)
         x = x + self._dense(attend_fn(q, k, v), ws, "attn/c_proj", wide)
-        h = norm(x, ws["ln_2/g"], ws["ln_2/b"])
+        h = layer_norm(x, ws["ln_2/g"], ws["ln_2/b"])
         return x + self._dense(gelu(self._dense(h, ws, "mlp/c_fc", wide)), ws, "mlp/c_proj", wide)
 
     def _heads(self, t, batch):
