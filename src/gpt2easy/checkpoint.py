@@ -45,7 +45,7 @@ from .locate import (
     is_hf,
     state_paths,
 )
-from .model import GPT2, weight_shapes
+from .model import GPT2, FrozenGPT2, weight_shapes
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -185,8 +185,10 @@ def load_weights(path: str | Path, hp: HParams, read: Callable = read_weights) -
     return newest_readable(path, lambda prefix: (prefix, read(prefix, hp)))
 
 
-def load_model(path: str | Path, hp: HParams) -> GPT2:
-    return GPT2(hp, load_weights(path, hp, weight_tensors)[1])
+def load_model(path: str | Path, hp: HParams, frozen: bool = False) -> GPT2 | FrozenGPT2:
+    """The model of a folder or prefix (see `load_weights`); `frozen`: for sampling only, its
+    weights as the tensors read (`FrozenGPT2`) rather than variables."""
+    return (FrozenGPT2 if frozen else GPT2)(hp, load_weights(path, hp, weight_tensors)[1])
 
 
 def _write_bundle(prefix: Path, tensors: dict, commit: Path | None = None) -> None:

@@ -90,6 +90,20 @@ class GPT2(tf.Module):
             var.assign(values[name])
 
 
+class FrozenGPT2:
+    """A model's weights as read-only float32 tensors, for sampling (`generate.Generator`): the
+    tensors read from a checkpoint serve as they are, without the copy into variables that
+    training needs (500 MB, about 0.1 s of a 124M launch). Same `hparams` and `weights` as GPT2."""
+
+    def __init__(self, hp: HParams, weights: dict):
+        self.hparams = hp
+        self.weights = {name: tf.convert_to_tensor(weights[name], tf.float32)
+                        for name in weight_shapes(hp)}
+
+    def params(self) -> dict[str, tf.Tensor]:
+        return dict(self.weights)
+
+
 # --- the math --------------------------------------------------------------------------------
 
 

@@ -229,7 +229,7 @@ def read_model(opened: tuple, precision: str):
     hp, folder, prefix = opened
     logger.debug("weights: %s; vocabulary: %s", prefix, folder)
     with ThreadPoolExecutor(1, thread_name_prefix="gpt2easy-weights") as pool:
-        weights = pool.submit(lambda: Generator(load_model(prefix, hp), precision))
+        weights = pool.submit(lambda: Generator(load_model(prefix, hp, frozen=True), precision))
         encoder = get_encoder(folder)
         return weights.result(), encoder
 
