@@ -3,7 +3,8 @@
 TensorFlow turns some ops into XLA through a pipeline of MLIR passes set up anew for every op
 instance (`MlirXlaOpKernel`): about 4-5 ms each on 2 cores, against about 0.05-0.4 ms for ops with
 a direct XLA kernel (measured per op, 2026-12-04: Softmax, LogSoftmax, Tanh, Sigmoid, Rsqrt, Sqrt,
-Exp, Reciprocal and Relu go through MLIR; Elu, Pow, Log, Erf, Softplus, division do not). Every
+Exp, Reciprocal, Relu, Abs and Sign go through MLIR; Elu, Pow, Log, Erf, Softplus, division,
+Minimum and selects do not). Every
 launch builds the prompt pass and the decode step anew before the XLA cache can answer, so these
 cost every launch time before its first tokens:
 - `softmax`: the same numbers as `tf.nn.softmax` under XLA, bit for bit; 60 per decode step.
@@ -32,9 +33,11 @@ def softmax(x: tf.Tensor) -> tf.Tensor:
 
 def tanh(y: tf.Tensor) -> tf.Tensor:
     """tanh(y) = -expm1(-2|y|) / (2 + expm1(-2|y|)) with the sign of y; `Elu` of a negative
-    number is its expm1 (a direct XLA kernel), and the formula keeps full precision near 0."""
-    m = tf.nn.elu(-2.0 * tf.abs(y))
-    return tf.sign(y) * (-m / (2.0 + m))
+    number is its expm1 (a direct XLA kernel), and the formula keeps full precision near 0.
+    |y| and the sign come from Minimum and a select: Abs and Sign are lowered through MLIR too."""
+    m = tf.nn.elu(tf.minimum(-2.0 * y, 2.0 * y))
+    t = -m / (2.0 + m)
+    return tf.where(y < 0.0, -t, t)
 
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
