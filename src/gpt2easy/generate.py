@@ -70,7 +70,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
 from . import draw
-from .model import COMPUTE_DTYPES, MASKED
+from .model import COMPUTE_DTYPES, MASKED, FrozenGPT2
 from .quick_ops import gelu, layer_norm, softmax
 
 logger = logging.getLogger(__name__)
@@ -175,16 +175,19 @@ class Generator:
         self.precision = precision
         self.dtype = COMPUTE_DTYPES[precision]
         self._model = weakref.ref(model)  # for refresh(); the copies don't keep it alive
+        # A model of variables (training's samples) can change: the copies are variables that
+        # refresh() updates in place. A FrozenGPT2's cannot: its copies stay plain tensors
+        # (a variable would copy each once more).
+        hold = (lambda t: t) if isinstance(model, FrozenGPT2) else (
+            lambda t: tf.Variable(t, trainable=False))
         self.w = {}
         for name, var in model.weights.items():
             if name.endswith(MATRICES):
-                self.w[name] = tf.Variable(self._prepared(var), trainable=False)
+                self.w[name] = hold(self._prepared(var))
             else:
                 self.w[name] = var  # biases, gains, positions, the embedding lookup: float32
         wte = model.weights["model/wte"]
-        self.w["wte_out"] = wte if self.dtype == tf.float32 else tf.Variable(
-            tf.cast(wte, self.dtype), trainable=False
-        )
+        self.w["wte_out"] = wte if self.dtype == tf.float32 else hold(tf.cast(wte, self.dtype))
         self.w_wide = {}  # float32 [in, out] matrices for batches > 1, made on first use
         self._fp32_source = {  # fp32: the model's own [1, in, out] matrices serve as those
             name: var for name, var in model.weights.items() if name.endswith(MATRICES)
@@ -203,6 +206,8 @@ class Generator:
         model = self._model()
         if model is None:
             raise RuntimeError("the model this generator was made from no longer exists")
+        if isinstance(model, FrozenGPT2):
+            return  # its weights never change
         for name, var in self.w.items():
             if name.endswith(MATRICES):
                 var.assign(self._prepared(model.weights[name]))
