@@ -100,9 +100,6 @@ class FrozenGPT2:
         self.weights = {name: tf.convert_to_tensor(weights[name], tf.float32)
                         for name in weight_shapes(hp)}
 
-    def params(self) -> dict[str, tf.Tensor]:
-        return dict(self.weights)
-
 
 # --- the math --------------------------------------------------------------------------------
 

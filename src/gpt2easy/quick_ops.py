@@ -1,12 +1,11 @@
 """TensorFlow ops that XLA builds quickly, for the compiled decoder (generate.py) and the draw.
 
 TensorFlow turns some ops into XLA through a pipeline of MLIR passes set up anew for every op
-instance (`MlirXlaOpKernel`): about 4-5 ms each on 2 cores, against about 0.05-0.4 ms for ops with
+instance (`MlirXlaOpKernel`): about 4-6 ms each on 2 cores, against about 0.05-0.5 ms for ops with
 a direct XLA kernel (measured per op, 2026-12-04: Softmax, LogSoftmax, Tanh, Sigmoid, Rsqrt, Sqrt,
 Exp, Reciprocal, Relu, Abs and Sign go through MLIR; Elu, Pow, Log, Erf, Softplus, division,
-Minimum and selects do not). Every
-launch builds the prompt pass and the decode step anew before the XLA cache can answer, so these
-cost every launch time before its first tokens:
+Minimum and selects do not). Every launch builds the prompt pass and the decode step anew before
+the XLA cache can answer, so such ops cost every launch time before its first tokens:
 - `softmax`: the same numbers as `tf.nn.softmax` under XLA, bit for bit; 60 per decode step.
 - `gelu` and `layer_norm`: GPT-2's GELU and layer norm without Tanh and Rsqrt (12 and 25 per
   program), within a few units in the last place of `model.gelu`/`model.norm` (as accurate as
