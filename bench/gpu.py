@@ -10,9 +10,10 @@
 What runs: the HLO that TensorFlow compiles for `train.py --xla` (one whole training step: forward,
 loss, gradients, Adam, the weight update) and for generation (the prompt pass and the decode step
 with the key/value cache and top-k drawing), exported by `xla_export.py`, compiled by the XLA in
-JAX and fed the same filled values. TensorFlow itself cannot reach the lent GPU machine (see
-`xla_export.py`), so this measures our programs under another build of the same compiler, not the
-TensorFlow runtime: the figures stand for `--xla` on a GPU, not for the plain-graph path.
+JAX and fed the same filled values. This measures our programs under another build of the same
+compiler, not the TensorFlow runtime: the figures stand for `--xla` on a GPU, not for the
+plain-graph path. (Written when TensorFlow could not be installed on the lent GPU machine; since
+then `bench/gpu_tf.py` runs gpt2easy itself on TensorFlow there, see `bench/gpu_tf_machine.sh`.)
 Between calls TensorFlow aliases a variable's new value onto the old one; here no buffer is
 donated, so every update comes back in a new buffer (a copy of the weights or of the cache per
 call, which the times include).

@@ -6,6 +6,7 @@
 
 Why: the GPU machine lent to this project has no package index and takes 64 MiB per call, while
 TensorFlow for CUDA is 573 MB plus about 2.5 GB of CUDA 12 wheels; it has JAX, whose XLA runs HLO.
+(Later TensorFlow was carried there in parts: `bench/gpu_tf.py` and `bench/gpu_tf_machine.sh`.)
 So this script builds our real compiled functions with `--xla` (`step.TrainStep` with `jit=True`,
 `generate.Generator`'s prompt pass and decode step), asks TensorFlow for their HLO
 (`experimental_get_compiler_ir`), and writes per program `NAME.hlo.pb.gz` (a gzipped `HloModuleProto`) and a
