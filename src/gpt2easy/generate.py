@@ -175,19 +175,15 @@ class Generator:
         self.precision = precision
         self.dtype = COMPUTE_DTYPES[precision]
         self._model = weakref.ref(model)  # for refresh(); the copies don't keep it alive
-        # A model of variables (training's samples) can change: the copies are variables that
-        # refresh() updates in place. A FrozenGPT2's cannot: its copies stay plain tensors
-        # (a variable would copy each once more).
-        hold = (lambda t: t) if isinstance(model, FrozenGPT2) else (
-            lambda t: tf.Variable(t, trainable=False))
+        self._frozen = isinstance(model, FrozenGPT2)  # its weights never change: see _held
         self.w = {}
         for name, var in model.weights.items():
             if name.endswith(MATRICES):
-                self.w[name] = hold(self._prepared(var))
+                self.w[name] = self._held(self._prepared(var))
             else:
                 self.w[name] = var  # biases, gains, positions, the embedding lookup: float32
         wte = model.weights["model/wte"]
-        self.w["wte_out"] = wte if self.dtype == tf.float32 else hold(tf.cast(wte, self.dtype))
+        self.w["wte_out"] = wte if self.dtype == tf.float32 else self._held(tf.cast(wte, self.dtype))
         self.w_wide = {}  # float32 [in, out] matrices for batches > 1, made on first use
         self._fp32_source = {  # fp32: the model's own [1, in, out] matrices serve as those
             name: var for name, var in model.weights.items() if name.endswith(MATRICES)
@@ -195,7 +191,13 @@ class Generator:
         self.compiled = {}  # (batch, cache_len) -> Compiled
         self._blocks = {}  # (kind, wide) -> tf.function of one block (_block_fn)
 
-    def _prepared(self, var: tf.Variable) -> tf.Tensor:
+    def _held(self, value: tf.Tensor):
+        """A prepared copy as the generator keeps it: a variable that refresh() updates in place
+        for a model of variables (training's samples), the tensor itself for a FrozenGPT2 (a
+        variable would copy it once more)."""
+        return value if self._frozen else tf.Variable(value, trainable=False)
+
+    def _prepared(self, var: tf.Variable | tf.Tensor) -> tf.Tensor:
         """A `[1, in, out]` matrix as the decoder reads it: `[out, in]` in the compute dtype (cast
         before the transposition: bf16 moves half the bytes)."""
         return tf.transpose(tf.cast(tf.reshape(var, var.shape[1:]), self.dtype))
@@ -206,7 +208,7 @@ class Generator:
         model = self._model()
         if model is None:
             raise RuntimeError("the model this generator was made from no longer exists")
-        if isinstance(model, FrozenGPT2):
+        if self._frozen:
             return  # its weights never change
         for name, var in self.w.items():
             if name.endswith(MATRICES):
