@@ -140,8 +140,8 @@ def bench_batches(gpt2, prompt, new, top_k, batches, rounds=3):
     controls = Controls.make(seed=(1, 0), top_k=top_k)
     print(f"\nbatch sizes: {new} new tokens per row, {prompt.shape[1]}-token prompt, top_k {top_k}")
     print(f"{'':10} {'batch':>5} {'total tokens/s':>15} {'per row':>8} {'vs batch 1':>11}")
-    for precision in ("fp32", "bf16"):
-        generator = Generator(gpt2, precision)
+    for precision in ("fp32", "bf16", "bf16-copy"):  # bf16-copy: without rows_kernel
+        generator = Generator(gpt2, precision[:4], use_kernel=precision == "bf16")
         base = None
         best = {}
         rows = {batch: np.repeat(prompt, batch, axis=0) for batch in batches}
