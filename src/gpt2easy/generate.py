@@ -15,7 +15,7 @@ bf16 where the narrow path casts them: the same numbers as batch 1, up to the or
 Where `rows_kernel` is available (a CPU with AVX-512 BF16 and a C++ compiler), a bf16 batch's
 step instead multiplies the narrow bf16 matrices by all its rows in a native kernel called from
 the compiled step, and attends over a bf16 cache in another (each row reading only its own
-positions): 124M, 8 rows, 256 tokens, 1.8x the tokens/s of the float32 copies; the prompt pass
+positions): 124M, 8 rows, 256 tokens, 2.1x the tokens/s of the float32 copies; the prompt pass
 still uses the copies (many rows: XLA's float32 matrix products do well there).
 
 bf16 caches are `uint16` variables holding the bf16 bit patterns: XLA's CPU code updates a bf16
