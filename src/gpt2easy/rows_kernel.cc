@@ -7,8 +7,11 @@
 // 1.3x one row. Elsewhere a plain loop gives the same sums (for tests; rows_kernel.py does not use
 // it for speed).
 //
-// Registered as an XLA custom call (API_VERSION_STATUS_RETURNING_UNIFIED) named
-// "gpt2easy_bf16_rows" for the "Host" platform; operands {x, w}, the opaque string "M K N".
+// Also one new query per row over its bf16 key/value cache (attend_work, below).
+//
+// Registered as XLA custom calls (API_VERSION_STATUS_RETURNING_UNIFIED) for the "Host" platform:
+// "gpt2easy_bf16_rows", operands {x, w}, opaque "M K N ..."; "gpt2easy_bf16_attend", operands
+// {q, keys, values, pos, offset}, opaque "B H L D scale ..." (the rest: rows_kernel.stamp).
 #include <dlfcn.h>
 #include <immintrin.h>
 #include <pthread.h>

@@ -1,4 +1,5 @@
-"""A native kernel for a few rows times a bf16 matrix, called from inside XLA's compiled programs.
+"""Native kernels for bf16 batches, called from inside XLA's compiled programs: a few rows times a
+bf16 matrix (`matmul`), and one new query per row over a bf16 key/value cache (`attend`).
 
 Why: a bf16 generation step with more than one row (`--batch_size 8`, `--prompts_file`, the
 server's batches) multiplies every weight matrix by a few rows. XLA's CPU code does that well in
@@ -7,13 +8,15 @@ to float32, so `generate` has so far kept float32 copies of the weights for batc
 bytes to read per token, and batch 8 at only about 2-3x the tokens/s of batch 1. `rows_kernel.cc`
 reads each bf16 matrix once for all rows (AVX-512 BF16 dot products, the next rows prefetched, the
 columns shared among the cores): measured here (Zen 4, 2 cores), the 49 matrices of 124M for 8
-rows in 15 ms against 12 ms for one row, where the float32 copies took about twice that.
+rows in 15 ms against 12 ms for one row, where the float32 copies took about twice that. The
+attention kernel reads each row's own cache positions in place, where XLA copied cache slices.
 
 How: the C++ source ships with the package and is compiled on first use with the system's C++
 compiler (`$CXX`, else `g++`, about 2 s) into `$GPT2EASY_CACHE/native/` (named by a hash of the
 source and the compiler's version, so a changed file or compiler builds anew), then loaded and
-registered with XLA as the custom call `gpt2easy_bf16_rows`. It links nothing: TensorFlow's registry
-is found in its already loaded library. `matmul` emits the call in a compiled function.
+registered with XLA as the custom calls `gpt2easy_bf16_rows` and `gpt2easy_bf16_attend`. It links
+nothing: TensorFlow's registry is found in its already loaded library. `matmul` and `attend` emit
+the calls in a compiled function.
 
 When: `available()` is true on a CPU with AVX-512 BF16 (where `--precision auto` picks bf16) when
 the build and registration worked and `GPT2EASY_ROWS_KERNEL` is not `0`; otherwise generation keeps
