@@ -85,6 +85,24 @@ def test_cli_turns_user_errors_into_one_line_and_exit_2(tmp_path):
     assert result.stdout == ""
 
 
+def test_cli_ctrl_c_turned_into_another_error_by_native_code_is_still_an_interrupt(tmp_path):
+    """TensorFlow's C++ code, interrupted while converting a NumPy array, raised a TypeError /
+    SystemError instead of KeyboardInterrupt (CI saw a traceback and exit 1): after a Ctrl+C any
+    error is the interrupt, one line and exit 130. Without a Ctrl+C an error stays an error."""
+    swallowed = ("import signal\n"
+                 "def main(value=1):\n"
+                 "    try:\n"
+                 "        signal.raise_signal(signal.SIGINT)\n"
+                 "    except KeyboardInterrupt:\n"
+                 "        pass\n"
+                 "    raise SystemError('returned a result with an exception set')\n"
+                 "cli.run(main)\n")  # fmt: skip
+    result = _script(tmp_path, swallowed)
+    assert (result.returncode, result.stderr) == (130, "tool.py: interrupted\n")
+    result = _script(tmp_path, "def main(value=1):\n    raise SystemError('real')\ncli.run(main)\n")
+    assert result.returncode == 1 and "SystemError: real" in result.stderr
+
+
 def test_cli_keeps_success_quiet(tmp_path):
     result = _script(tmp_path, "def main(value=1):\n    print(value * 2)\ncli.run(main)\n")
     assert result.returncode == 0 and result.stdout == "6\n" and result.stderr == ""

@@ -24,7 +24,9 @@ import importlib.util
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -161,19 +163,46 @@ def exit_code(code: Any) -> int:
     return code if isinstance(code, int) else 0 if code is None else 1
 
 
+_SIGINT_SEEN: list[bool] = []  # Ctrl+C arrived during a command (see _call)
+
+
+def _note_sigint(signum, frame) -> None:
+    """Python's own Ctrl+C handling (KeyboardInterrupt), remembering that it happened."""
+    _SIGINT_SEEN.append(True)
+    raise KeyboardInterrupt
+
+
 def _call(function: Callable, cfg: Any, prog: str) -> None:
+    # Ctrl+C raises KeyboardInterrupt wherever Python is; inside TensorFlow's C++ code (converting
+    # a NumPy array, say) that code turned it into a TypeError/SystemError with a traceback. So
+    # the arrival is noted and any error after it is the interrupt (exit 130, one line).
+    watch = (threading.current_thread() is threading.main_thread()
+             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)  # fmt: skip
+    if watch:
+        signal.signal(signal.SIGINT, _note_sigint)
     try:
         function(resolve_folders(cfg))
     except UserError as e:
         _fail(prog, str(e))
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted(prog)
     except BrokenPipeError:
         # Output piped into `head` and closed: not an error for the user.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
+    except Exception:
+        if _SIGINT_SEEN:
+            _interrupted(prog)
+        raise
+    finally:
+        if watch:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted(prog: str) -> typing.NoReturn:
+    print(f"{prog}: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def _fail(prog: str, message: str) -> typing.NoReturn:
