@@ -28,6 +28,7 @@ import numpy as np
 
 from .encoder import ENDOFTEXT, Encoder
 from .errors import UserError
+from .machine import usable_cores
 from .tables import header_mode, is_table, normalise_newlines, read_documents
 
 BLOCK_BYTES = 1 << 20  # text read (and handed to a worker) at a time
@@ -240,10 +241,7 @@ def token_dtype(n_vocab: int) -> np.dtype:
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def encode_stream(

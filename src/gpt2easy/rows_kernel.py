@@ -38,12 +38,11 @@ import tempfile
 from pathlib import Path
 
 from .compile_cache import cache_root
-from .machine import cpu_flags
+from .machine import cpu_flags, has_gpu, usable_cores
 
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("rows_kernel.cc")
-TARGET = "gpt2easy_bf16_rows"
 FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 NEEDED = ("avx512_bf16", "avx512bw")  # /proc/cpuinfo's names
 
@@ -87,14 +86,7 @@ def tensorflow_library() -> str:
     return os.path.join(tf.sysconfig.get_lib(), "libtensorflow_cc.so.2")
 
 
-def threads() -> int:
-    """Threads a call uses: the cores this process may run on (at most 16)."""
-    try:
-        return max(1, min(16, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not Linux
-        return max(1, min(16, os.cpu_count() or 1))
-
-
+@functools.cache
 def stamp() -> str:
     """Ends every call's opaque string: the library's file and where this process loaded it.
     TensorFlow's persistent XLA cache keys a program by its text, and a program with these calls
@@ -113,7 +105,7 @@ def load() -> ctypes.CDLL:
         raise RuntimeError("no C++ compiler (set CXX, or install g++)")
     lib = ctypes.CDLL(str(build(cxx, cache_root() / "native")))
     lib.gpt2easy_register.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    if lib.gpt2easy_register(tensorflow_library().encode(), threads()) != 0:
+    if lib.gpt2easy_register(tensorflow_library().encode(), min(16, usable_cores())) != 0:
         raise RuntimeError("XLA's custom-call registry was not found in TensorFlow's library")
     return lib
 
@@ -137,8 +129,6 @@ def available() -> bool:
     at info level where the CPU would have used it."""
     if os.environ.get("GPT2EASY_ROWS_KERNEL", "1") == "0" or not cpu_ok():
         return False
-    from .machine import has_gpu
-
     if has_gpu():
         return False
     try:
@@ -150,46 +140,48 @@ def available() -> bool:
     return True
 
 
+def _custom_call(target: str, operands: list, config: str, shape: list):
+    """The float32 result of `shape` of the named kernel, as an XLA custom call in a compiled
+    function; `config` is the call's opaque text (its sizes), stamped (see `stamp`)."""
+    import tensorflow as tf
+    from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+
+    (y,) = gen_xla_ops.xla_custom_call_v2(
+        operands, call_target_name=target, backend_config=f"{config} {stamp()}",
+        has_side_effect=False, result_dtypes=[tf.float32], result_shapes=[shape],
+    )  # fmt: skip
+    return y
+
+
 def matmul(x, w):
     """x bf16 [rows, in] times w bf16 `[out, in]` (the matrix transposed) -> float32 [rows, out],
     as an XLA custom call: only inside a function compiled with `jit_compile=True`, after
     `load()`."""
     import tensorflow as tf
-    from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 
     rows, inner = x.shape
     out, inner_w = w.shape
     if x.dtype != tf.bfloat16 or w.dtype != tf.bfloat16 or inner != inner_w:
         raise ValueError(f"need bf16 [rows, in] and [out, in], got {x.dtype} {x.shape}, "
                          f"{w.dtype} {w.shape}")  # fmt: skip
-    (y,) = gen_xla_ops.xla_custom_call_v2(
-        [x, w], call_target_name=TARGET, backend_config=f"{rows} {inner} {out} {stamp()}",
-        has_side_effect=False, result_dtypes=[tf.float32], result_shapes=[[rows, out]],
-    )  # fmt: skip
-    return y
+    return _custom_call("gpt2easy_bf16_rows", [x, w], f"{rows} {inner} {out}", [rows, out])
 
 
 def attend(q, keys, values, pos, offset, scale: float):
     """One new query per row over its own cache positions, as an XLA custom call (bf16):
-    q [rows, head, head_dim], keys/values `[rows, head, cache_len, head_dim]` (the cache: bf16, or
-    their uint16 bit patterns),
-    `pos` int32 [] the newest position, `offset` int32 [rows]: row r attends to positions
-    offset[r] .. pos only (no slice is copied, nothing past `pos` is read). -> float32
-    [rows, head * head_dim], rounded to bf16 where the compiled bf16 attention rounds (the
-    scores, the probabilities, the output)."""
+    q [rows, head, head_dim], keys/values `[rows, head, cache_len, head_dim]` (the cache: bf16,
+    or their uint16 bit patterns), `pos` int32 [] the newest position, `offset` int32 [rows]:
+    row r attends to positions offset[r] .. pos only (no slice is copied, nothing past `pos` is
+    read). -> float32 [rows, head * head_dim], rounded to bf16 where the compiled bf16 attention
+    rounds (the scores, the probabilities, the output)."""
     import tensorflow as tf
-    from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 
-    bf16_bits = (tf.bfloat16, tf.uint16)
     rows, heads, cache_len, dim = keys.shape
-    if keys.dtype not in bf16_bits or values.dtype != keys.dtype or values.shape != keys.shape:
+    same = values.dtype == keys.dtype and values.shape == keys.shape
+    if keys.dtype not in (tf.bfloat16, tf.uint16) or not same:
         raise ValueError(f"need bf16 keys and values of one shape, got {keys.dtype} {keys.shape}, "
                          f"{values.dtype} {values.shape}")  # fmt: skip
     q = tf.cast(tf.reshape(q, [rows, heads, dim]), tf.bfloat16)
-    (y,) = gen_xla_ops.xla_custom_call_v2(
-        [q, keys, values, tf.cast(pos, tf.int32), tf.cast(offset, tf.int32)],
-        call_target_name="gpt2easy_bf16_attend",
-        backend_config=f"{rows} {heads} {cache_len} {dim} {scale!r} {stamp()}",
-        has_side_effect=False, result_dtypes=[tf.float32], result_shapes=[[rows, heads * dim]],
-    )  # fmt: skip
-    return y
+    operands = [q, keys, values, tf.cast(pos, tf.int32), tf.cast(offset, tf.int32)]
+    config = f"{rows} {heads} {cache_len} {dim} {scale!r}"
+    return _custom_call("gpt2easy_bf16_attend", operands, config, [rows, heads * dim])
